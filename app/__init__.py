@@ -1,0 +1,64 @@
+"""agentq: durable jobs for AI agents, with human approval checkpoints.
+
+``create_app`` builds the Flask app of every process: web (gunicorn), worker and
+beat (through ``worker.celery_app``) and the ``agentq`` CLI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import Config
+from app.errors import ConfigError
+from app.extensions import db
+from app.extensions import migrate
+from handlers.registry import load_handlers
+
+MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app from the environment, overridden by ``config`` (tests pass a mapping).
+
+    :raises ConfigError: when no database or broker is configured.
+    """
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    app.config.from_mapping(Config().as_dict())
+    if config:
+        config = dict(config)
+        celery_overrides = config.pop("CELERY", None)
+        app.config.from_mapping(config)
+        if celery_overrides:
+            app.config["CELERY"].update(celery_overrides)
+    for key, variable in (("SQLALCHEMY_DATABASE_URI", "DATABASE_URL"), ("REDIS_URL", "REDIS_URL")):
+        if not app.config.get(key):
+            raise ConfigError(
+                f"{variable} is not set, and no `agentq dev` is running in this directory "
+                f"(it would have written var/dev.json): start `agentq dev` or set {variable}"
+            )
+    app.config["CELERY"]["broker_url"] = app.config["REDIS_URL"]
+    if app.config.get("PROXY_FIX_HOPS"):
+        hops = int(app.config["PROXY_FIX_HOPS"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    load_handlers(app.config["HANDLER_MODULES"])
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS)
+
+    from app import api
+    from app import cli
+    from app import metrics
+    from worker import celery_app
+    from worker.outbox import Dispatcher
+
+    celery_app.init_app(app)
+    app.extensions["agentq.dispatcher"] = Dispatcher(app)
+    api.init_app(app)
+    metrics.init_app(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,110 @@
+"""The REST API: flask-smorest blueprints under /api, and one error body for every error.
+
+Every error answers ``{"success": false, "error": {"code", "message", "details"}}``:
+agentq's own errors (``app.errors``), validation errors (422, the message naming
+each field), malformed JSON (400), bodies over the limit (413), and Flask's own
+404 and 405.
+"""
+
+from __future__ import annotations
+
+import flask_smorest
+import swagger_ui_bundle
+from flask import Flask
+from flask import jsonify
+from flask import send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from app.errors import AgentqError
+from app.errors import AlreadyDecided
+from app.extensions import db
+from app.schemas import CheckpointSchema
+from app.schemas import ErrorEnvelopeSchema
+
+
+def _flatten(messages, prefix: str = "") -> dict[str, list[str]]:
+    """Nested messages keyed by dotted path: ``{"inputData.files.0.path": [...]}``."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(_flatten(value, name))
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        flat[prefix or "body"] = messages
+    elif isinstance(messages, list):
+        for value in messages:
+            flat.update(_flatten(value, prefix))
+    else:
+        flat[prefix or "body"] = [str(messages)]
+    return flat
+
+
+def error_response(status: int, code: str, message: str, details=None, headers=None):
+    body = {"success": False, "error": {"code": code, "message": message, "details": details}}
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in headers or ():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest's Api, answering errors with agentq's error body."""
+
+    ERROR_SCHEMA = ErrorEnvelopeSchema
+
+    def handle_http_exception(self, error: HTTPException):
+        db.session.rollback()
+        data = getattr(error, "data", None) or {}
+        messages = data.get("messages")
+        headers = error.get_headers()
+        if messages and error.code == 422:
+            fields = {}
+            for location_messages in messages.values():
+                fields.update(_flatten(location_messages))
+            text = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in fields.items())
+            return error_response(
+                422, "validation_error", f"Invalid request: {text}", fields, headers
+            )
+        if messages:
+            fields = {}
+            for location_messages in messages.values():
+                fields.update(_flatten(location_messages))
+            text = "; ".join(" ".join(msgs) for msgs in fields.values())
+            return error_response(error.code, _code(error), text, fields, headers)
+        message = data.get("message") or error.description or error.name
+        return error_response(error.code or 500, _code(error), message, None, headers)
+
+
+def _code(error: HTTPException) -> str:
+    return (error.name or "error").lower().replace(" ", "_")
+
+
+def handle_agentq_error(error: AgentqError):
+    db.session.rollback()
+    details = error.details
+    if isinstance(error, AlreadyDecided):
+        details = {"checkpoint": CheckpointSchema().dump(error.checkpoint)}
+    return error_response(error.status, error.code, error.message, details)
+
+
+api = Api()
+
+
+def init_app(app: Flask) -> None:
+    from app.api import checkpoints
+    from app.api import fleet
+    from app.api import health
+    from app.api import jobs
+
+    api.init_app(app, spec_kwargs={"info": {"description": "Durable agent jobs with approvals"}})
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    for blp in (jobs.blp, checkpoints.blp, fleet.blp, health.blp):
+        api.register_blueprint(blp)
+    app.register_error_handler(AgentqError, handle_agentq_error)
+
+    @app.get("/api/docs/static/<path:filename>")
+    def swagger_static(filename: str):
+        """Swagger UI's files, served by the app itself (no CDN)."""
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)

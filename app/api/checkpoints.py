@@ -1,0 +1,87 @@
+"""Admin review of approval checkpoints: list the pending ones, approve, reject."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from app import queries
+from app import state
+from app.api.paging import keyset_page
+from app.auth import BEARER
+from app.auth import current_user
+from app.auth import login_required
+from app.models import Checkpoint
+from app.schemas import ApprovalSchema
+from app.schemas import CheckpointEnvelopeSchema
+from app.schemas import CheckpointListArgs
+from app.schemas import PendingListEnvelopeSchema
+from app.schemas import RejectionSchema
+
+blp = Blueprint(
+    "checkpoints",
+    __name__,
+    url_prefix="/api/admin/agent-checkpoints",
+    description="Pending approval checkpoints (admin)",
+)
+
+
+def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, body: dict) -> dict:
+    user = current_user()
+    checkpoint = state.decide(
+        checkpoint_id,
+        outcome,
+        user_id=user.id,
+        user_name=user.name,
+        reason=body.get("reason"),
+        data=body.get("data"),
+        ip=request.remote_addr,
+        user_agent=request.user_agent.string or None,
+    )
+    return {"success": True, "checkpoint": checkpoint}
+
+
+@blp.route("")
+class PendingCheckpoints(MethodView):
+    @login_required(admin=True)
+    @blp.doc(security=[BEARER])
+    @blp.arguments(CheckpointListArgs, location="query")
+    @blp.response(200, PendingListEnvelopeSchema)
+    def get(self, args: dict):
+        """List pending checkpoints, oldest first, with their jobs"""
+        rows, cursor = keyset_page(
+            queries.pending_checkpoints(job_type=args.get("job_type")),
+            Checkpoint,
+            cursor=args.get("cursor"),
+            limit=args["limit"],
+            descending=False,
+        )
+        return {"success": True, "checkpoints": rows, "next_cursor": cursor}
+
+
+@blp.route("/<uuid:checkpoint_id>")
+class CheckpointDecision(MethodView):
+    @login_required(admin=True)
+    @blp.doc(security=[BEARER])
+    @blp.arguments(ApprovalSchema)
+    @blp.response(200, CheckpointEnvelopeSchema)
+    @blp.alt_response(409, description="Already decided: details carry the first decision")
+    def post(self, body: dict, checkpoint_id: uuid.UUID):
+        """Approve a pending checkpoint
+
+        ``data``, when given, replaces the checkpoint's data for the steps that
+        follow (a reviewer's edit); the decision keeps both.
+        """
+        return _decide(checkpoint_id, state.Outcome.APPROVED, body)
+
+    @login_required(admin=True)
+    @blp.doc(security=[BEARER])
+    @blp.arguments(RejectionSchema)
+    @blp.response(200, CheckpointEnvelopeSchema)
+    @blp.alt_response(409, description="Already decided: details carry the first decision")
+    def delete(self, body: dict, checkpoint_id: uuid.UUID):
+        """Reject a pending checkpoint: the job fails with the reason"""
+        return _decide(checkpoint_id, state.Outcome.REJECTED, body)

@@ -1,0 +1,110 @@
+"""API authentication: bearer tokens, stored hashed; roles user and admin.
+
+A token is ``aq_`` and 43 URL-safe characters, shown once when it is made
+(``agentq users create``, ``agentq tokens create``); only its SHA-256 is stored,
+and every request looks it up, so a revoked token is refused at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import secrets
+import uuid
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from flask import g
+from flask import request
+
+from app.errors import AuthError
+from app.errors import ForbiddenError
+from app.errors import NotFoundError
+from app.extensions import db
+from app.models import ApiToken
+from app.models import User
+
+TOKEN_PREFIX = "aq_"
+BEARER = {"bearerAuth": []}
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_user(name: str, *, admin: bool = False) -> tuple[User, ApiToken, str]:
+    """Create a user and a first token; returns the user, the token row and the token."""
+    user = User(name=name, is_admin=admin)
+    db.session.add(user)
+    db.session.flush()
+    row, token = create_token(user)
+    return user, row, token
+
+
+def create_token(user: User) -> tuple[ApiToken, str]:
+    """Make and commit a token for ``user``; returns the row and the token itself."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=user.id, token_hash=hash_token(token))
+    db.session.add(row)
+    db.session.commit()
+    return row, token
+
+
+def revoke_token(token_id: uuid.UUID) -> ApiToken:
+    """:raises NotFoundError: for an unknown token id."""
+    row = db.session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFoundError(f"Token {token_id} not found")
+    if row.revoked_at is None:
+        row.revoked_at = sa.func.clock_timestamp()
+        db.session.commit()
+    return row
+
+
+def user_by_name(name: str) -> User:
+    """:raises NotFoundError: for an unknown user."""
+    user = db.session.execute(sa.select(User).where(User.name == name)).scalar_one_or_none()
+    if user is None:
+        raise NotFoundError(f"User {name!r} not found")
+    return user
+
+
+def authenticate() -> User:
+    """The user whose bearer token the request carries.
+
+    :raises AuthError: for no token, or an unknown or revoked one.
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("Missing bearer token: send 'Authorization: Bearer <token>'")
+    row = db.session.execute(
+        sa.select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip()))
+    ).scalar_one_or_none()
+    if row is None or row.revoked_at is not None:
+        raise AuthError("Invalid or revoked token")
+    return row.user
+
+
+def current_user() -> User:
+    return g.user
+
+
+def login_required(*, admin: bool = False) -> Callable:
+    """Require a valid token (and the admin role when ``admin``) before the view runs.
+
+    :raises AuthError: 401 without a valid token.
+    :raises ForbiddenError: 403 for a non-admin on an admin endpoint.
+    """
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            g.user = authenticate()
+            if admin and not g.user.is_admin:
+                raise ForbiddenError("This endpoint is for admins")
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator

@@ -1,0 +1,302 @@
+"""The ``agentq`` command: one click group over the Flask app's commands.
+
+``agentq db ...`` is Flask-Migrate's; ``users``, ``tokens``, ``check-db``,
+``verify``, ``demo``, ``worker``, ``beat`` and ``dev`` are agentq's own. Each
+prints what it did; a check that fails exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import click
+import sqlalchemy as sa
+from flask import Flask
+from flask.cli import FlaskGroup
+from flask.cli import with_appcontext
+
+from app.config import STEPS_QUEUE
+from app.config import SWEEPS_QUEUE
+
+OK, FAIL = "\u2713", "\u2717"
+
+
+def _create_app():
+    from app import create_app
+
+    return create_app()
+
+
+main = FlaskGroup(
+    create_app=_create_app,
+    add_default_commands=False,
+    help="agentq: durable AI-agent jobs with human approval checkpoints.",
+)
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands that need the app (and so a configured database)."""
+    app.cli.add_command(users)
+    app.cli.add_command(tokens)
+
+
+@click.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Give the user the admin role.")
+@with_appcontext
+def users_create(name: str, admin: bool) -> None:
+    """Create a user; the last line printed is its API token."""
+    from app.auth import create_user
+
+    user, row, token = create_user(name, admin=admin)
+    click.echo(f"Created {'admin' if admin else 'user'} {user.name} ({user.id}), token id {row.id}")
+    click.echo(token)
+
+
+@click.group()
+def tokens() -> None:
+    """Manage API tokens."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@with_appcontext
+def tokens_create(name: str) -> None:
+    """Make a new token for user NAME; the last line printed is the token."""
+    from app.auth import create_token
+    from app.auth import user_by_name
+
+    row, token = create_token(user_by_name(name))
+    click.echo(f"Created token {row.id} for {name}")
+    click.echo(token)
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=click.UUID)
+@with_appcontext
+def tokens_revoke(token_id: uuid.UUID) -> None:
+    """Revoke token TOKEN_ID; requests carrying it are refused at once."""
+    from app.auth import revoke_token
+
+    row = revoke_token(token_id)
+    click.echo(f"Revoked token {row.id} of {row.user.name}")
+
+
+def _check(ok: bool, label: str) -> bool:
+    click.echo(f"{OK if ok else FAIL} {label}")
+    return ok
+
+
+def _app_or_fail() -> Flask:
+    from app.errors import ConfigError
+
+    try:
+        return _create_app()
+    except ConfigError as exc:
+        _check(False, exc.message)
+        sys.exit(1)
+
+
+@main.command("check-db")
+def check_db() -> None:
+    """Check the database connection and each table."""
+    from app.extensions import db
+
+    app = _app_or_fail()
+    with app.app_context():
+        url = db.engine.url.render_as_string(hide_password=True)
+        try:
+            with db.engine.connect() as conn:
+                version = conn.execute(sa.text("SHOW server_version")).scalar()
+                tables = set(sa.inspect(conn).get_table_names())
+        except sa.exc.SQLAlchemyError as exc:
+            _check(False, f"Database connection failed ({url}): {str(exc).splitlines()[0]}")
+            sys.exit(1)
+        ok = _check(True, f"Database connection successful ({url}, PostgreSQL {version})")
+        for table in sorted(db.metadata.tables):
+            present = table in tables
+            ok &= _check(present, f"{table} table {'exists' if present else 'is missing'}")
+    if not ok:
+        click.echo("Run `agentq db upgrade` to create the missing tables.")
+        sys.exit(1)
+
+
+@main.command()
+def verify() -> None:
+    """Verify database, migrations, broker, workers and handlers."""
+    from app.api.health import readiness
+    from handlers.registry import registry
+
+    app = _app_or_fail()
+    with app.app_context():
+        checks = readiness()
+        ok = True
+        for name, value in checks.items():
+            ok &= _check(value == "ok", f"{name}: {value}")
+        replies = []
+        if checks["broker"] == "ok":
+            replies = app.extensions["celery"].control.ping(timeout=app.config["FLEET_TIMEOUT"])
+        names = sorted(name for reply in replies for name in reply)
+        ok &= _check(bool(names), f"workers answering: {', '.join(names) or 'none'}")
+        ok &= _check(bool(registry.names()), f"handlers registered: {', '.join(registry.names())}")
+    sys.exit(0 if ok else 1)
+
+
+def _celery(args: tuple[str, ...]) -> None:
+    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "worker", *args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run a Celery worker on the steps and sweeps queues (extra args go to celery)."""
+    _celery(("worker", "--loglevel", "INFO", "-Q", f"{STEPS_QUEUE},{SWEEPS_QUEUE}", *ctx.args))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """Run Celery beat, which schedules the sweeps (extra args go to celery)."""
+    from app.config import home
+
+    home().mkdir(parents=True, exist_ok=True)
+    schedule = ("--schedule", str(home() / "celerybeat-schedule"))
+    _celery(("beat", "--loglevel", "INFO", *schedule, *ctx.args))
+
+
+@main.command()
+@click.option("--port", envvar="PORT", default=8000, show_default=True, help="Web port.")
+def dev(port: int) -> None:
+    """Run everything on embedded Postgres and Redis with data in ./var (Ctrl-C stops)."""
+    from app import dev as devserver
+
+    devserver.run(port)
+
+
+class _Client:
+    def __init__(self, base: str, token: str) -> None:
+        self.base = base.rstrip("/")
+        self.token = token
+
+    def __call__(self, method: str, path: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise click.ClickException(
+                f"{method} {path} -> {exc.code}: {exc.read().decode()}"
+            ) from None
+        except urllib.error.URLError as exc:
+            raise click.ClickException(
+                f"cannot reach {self.base}: {exc.reason}; is agentq running?"
+            ) from None
+
+    def wait_for(self, job_id: str, statuses: set[str], timeout: float) -> dict:
+        deadline, last = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            job = self("GET", f"/api/agent-jobs/{job_id}")["job"]
+            if job["status"] != last:
+                last = job["status"]
+                click.echo(
+                    f"  status: {last}"
+                    + (f" (step {job['currentStep']})" if job["currentStep"] else "")
+                )
+            if job["status"] in statuses:
+                return job
+            time.sleep(0.5)
+        raise click.ClickException(
+            f"job {job_id} did not reach {'/'.join(statuses)} in {timeout:g}s"
+        )
+
+
+@main.command()
+@click.option("--url", envvar="AGENTQ_URL", help="Base URL (default: the running `agentq dev`).")
+@click.option("--token", envvar="AGENTQ_TOKEN", help="An admin token (default: a temporary one).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each stage.")
+def demo(url: str | None, token: str | None, timeout: float) -> None:
+    """Run the guide's workflow: enqueue code-generation, approve it, see it complete."""
+    from app.config import dev_state
+
+    url = url or dev_state().get("web_url") or "http://127.0.0.1:8000"
+    revoke = None
+    if not token:
+        revoke, token = _temporary_admin_token()
+    try:
+        _run_demo(_Client(url, token), timeout)
+    finally:
+        if revoke:
+            with _create_app().app_context():
+                from app.auth import revoke_token
+
+                revoke_token(revoke)
+
+
+def _temporary_admin_token() -> tuple[uuid.UUID, str]:
+    from app.auth import create_token
+    from app.auth import create_user
+    from app.extensions import db
+    from app.models import User
+
+    app = _app_or_fail()
+    with app.app_context():
+        admin = db.session.scalars(sa.select(User).where(User.is_admin).limit(1)).first()
+        if admin is None:
+            _user, row, token = create_user("demo-admin", admin=True)
+        else:
+            row, token = create_token(admin)
+        return row.id, token
+
+
+def _run_demo(api: _Client, timeout: float) -> None:
+    click.echo(f"1. Enqueue a code-generation job at {api.base}")
+    job = api(
+        "POST",
+        "/api/agent-jobs",
+        {
+            "jobType": "code-generation",
+            "taskDescription": "Generate user authentication module",
+            "inputData": {
+                "files": [
+                    {
+                        "path": "lib/auth.py",
+                        "content": "def authenticate(token):\n    return bool(token)\n",
+                    }
+                ]
+            },
+            "priority": 8,
+        },
+    )["job"]
+    click.echo(f"  job {job['id']} is {job['status']}")
+    click.echo("2. Worker processes the job until its approval checkpoint")
+    api.wait_for(job["id"], {"WAITING_APPROVAL", "FAILED"}, timeout)
+    checkpoints = api("GET", f"/api/agent-jobs/{job['id']}/checkpoints")["checkpoints"]
+    pending = next(c for c in checkpoints if c["status"] == "PENDING")
+    files = ", ".join(f["path"] for f in pending["data"]["files"])
+    click.echo(f"3. Checkpoint {pending['id']}: {pending['title']} ({files})")
+    api("POST", f"/api/admin/agent-checkpoints/{pending['id']}", {"reason": "Looks good (demo)"})
+    click.echo("  approved")
+    click.echo("4. The continuation runs")
+    job = api.wait_for(job["id"], {"COMPLETED", "FAILED"}, timeout)
+    if job["status"] != "COMPLETED":
+        raise click.ClickException(f"job failed: {job['error']}")
+    click.echo(f"  result: {json.dumps(job['result'])}")
+    for entry in api("GET", f"/api/agent-jobs/{job['id']}")["job"]["logs"]:
+        click.echo(f"  log [{entry['kind']}] {entry['message']}")
+    click.echo(f"{OK} Demo complete: job {job['id']} is COMPLETED")

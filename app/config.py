@@ -1,0 +1,180 @@
+"""Configuration from the environment, with local defaults.
+
+Every setting is an environment variable of the same name. ``DATABASE_URL`` and
+``REDIS_URL`` fall back to the servers that ``agentq dev`` started for this
+project (recorded in ``$AGENTQ_HOME/dev.json``, ``./var/dev.json`` by default),
+so every ``agentq`` command run in the project finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from kombu import Queue
+
+#: Celery queue of the job steps; pausing the fleet stops consuming this one only.
+STEPS_QUEUE = "agentq.steps"
+#: Celery queue of the beat sweeps; always consumed, so a paused fleet still sweeps.
+SWEEPS_QUEUE = "agentq.sweeps"
+#: agentq priorities run from 0 (lowest) to 10 (highest).
+MAX_PRIORITY = 10
+
+
+def home() -> Path:
+    """The directory holding local state: the embedded servers' data and dev.json."""
+    return Path(os.environ.get("AGENTQ_HOME") or Path.cwd() / "var").resolve()
+
+
+def dev_state() -> dict:
+    """What ``agentq dev`` recorded about the servers it runs, or ``{}``."""
+    try:
+        return json.loads((home() / "dev.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def sqlalchemy_url(url: str | None) -> str | None:
+    """``postgresql://`` (or Heroku's ``postgres://``) as SQLAlchemy's psycopg2 URL.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; agentq uses psycopg2.
+    """
+    if url:
+        for scheme in ("postgres://", "postgresql://"):
+            if url.startswith(scheme):
+                return "postgresql+psycopg2://" + url[len(scheme) :]
+    return url
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name) or default)
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+def celery_settings(redis_url: str, *, lease_seconds: int, sweep_interval: float) -> dict:
+    """The Celery settings, chosen for long, idempotent, database-claimed steps.
+
+    Each choice answers a trap listed in shared/notes (celery-redis-postgres-facts):
+
+    - ``task_acks_late`` + ``task_reject_on_worker_lost``: a step whose process dies
+      (OOM, SIGKILL) goes back to the queue instead of being acked and lost. Steps
+      are idempotent and claim the job in Postgres, so a second delivery is safe;
+      the database counts attempts, so a poison step cannot loop forever.
+    - ``worker_prefetch_multiplier = 1`` and ``worker_disable_prefetch``: with late
+      acks a worker reserves nothing beyond what its free processes can run, so a
+      long step does not hold other jobs hostage and priorities are honoured at the
+      moment a process frees up.
+    - ``visibility_timeout`` above every step's hard time limit: Redis re-delivers a
+      message that is not acked within it, even while the first copy still runs.
+      A dead worker's steps are re-dispatched by the lease sweep within seconds, so
+      this long timeout is only the broker's last resort.
+    - ``socket_timeout`` / ``socket_connect_timeout``: without them a publish to a
+      Redis that accepts but never answers blocks forever.
+    - ``worker_cancel_long_running_tasks_on_connection_loss``: a step whose broker
+      connection dropped will be re-delivered anyway; cancel the first copy.
+    - ``broker_connection_retry_on_startup``: set explicitly; a worker started before
+      Redis keeps trying instead of exiting.
+    - Priorities: kombu serves LOWER numbers first and caps them at 9; agentq uses
+      a transport whose channel accepts 0..10 (``worker.transport``) with one list
+      per level, and sends ``10 - priority`` so higher agentq priorities run first;
+      ``task_inherit_parent_priority`` keeps a chain's later steps at its priority.
+    - Task events on, so Flower and celery-exporter work unchanged.
+    """
+    hard_limit = _env_int("STEP_TIME_LIMIT", 3600)
+    return {
+        "broker_url": redis_url,
+        "broker_transport": "worker.transport:Transport",
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_transport_options": {
+            "visibility_timeout": hard_limit + 600,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 3,
+            "priority_steps": list(range(MAX_PRIORITY + 1)),
+            "sep": ":",
+            "queue_order_strategy": "priority",
+        },
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_time_limit": hard_limit,
+        "task_soft_time_limit": hard_limit - 60,
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": True,
+        "task_inherit_parent_priority": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_default_queue": STEPS_QUEUE,
+        "task_default_priority": MAX_PRIORITY - 5,
+        "task_queues": [Queue(STEPS_QUEUE), Queue(SWEEPS_QUEUE)],
+        "task_routes": {"agentq.sweep": {"queue": SWEEPS_QUEUE}},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "worker_hijack_root_logger": False,
+        "beat_schedule": {
+            "agentq-sweep": {
+                "task": "agentq.sweep",
+                "schedule": sweep_interval,
+                "options": {"queue": SWEEPS_QUEUE, "expires": sweep_interval * 2},
+            }
+        },
+    }
+
+
+class Config:
+    """Settings read from the environment when the app is created."""
+
+    def __init__(self) -> None:
+        dev = dev_state()
+        self.SQLALCHEMY_DATABASE_URI = sqlalchemy_url(
+            os.environ.get("DATABASE_URL") or dev.get("database_url")
+        )
+        self.REDIS_URL = os.environ.get("REDIS_URL") or dev.get("redis_url")
+        self.SECRET_KEY = (
+            os.environ.get("SECRET_KEY") or dev.get("secret_key") or secrets.token_hex()
+        )
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        #: Largest request body accepted, in bytes (413 above it).
+        self.MAX_CONTENT_LENGTH = _env_int("MAX_BODY_BYTES", 1024 * 1024)
+        #: Directory under which each job gets its own workspace directory.
+        self.WORKSPACE_ROOT = os.environ.get("WORKSPACE_ROOT") or str(home() / "workspaces")
+        #: Seconds a running step's claim lasts without renewal; renewed every third of it.
+        self.STEP_LEASE_SECONDS = _env_int("STEP_LEASE_SECONDS", 30)
+        #: Seconds between beat sweeps.
+        self.SWEEP_INTERVAL = _env_float("SWEEP_INTERVAL", 2.0)
+        #: Seconds an outbox row may wait for its after-commit publish before the sweep takes it.
+        self.OUTBOX_GRACE_SECONDS = _env_float("OUTBOX_GRACE_SECONDS", 3.0)
+        #: Seconds the fleet endpoint waits for workers to answer.
+        self.FLEET_TIMEOUT = _env_float("FLEET_TIMEOUT", 1.0)
+        #: Reverse proxies in front of the web process whose X-Forwarded-* headers to trust.
+        self.PROXY_FIX_HOPS = _env_int("PROXY_FIX_HOPS", 0)
+        #: Extra handler modules to register, comma-separated (``handlers/`` is always loaded).
+        self.HANDLER_MODULES = [
+            m.strip()
+            for m in (os.environ.get("AGENTQ_HANDLER_MODULES") or "").split(",")
+            if m.strip()
+        ]
+        self.API_TITLE = "agentq"
+        self.API_VERSION = "1.0"
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/api"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+        self.OPENAPI_SWAGGER_UI_PATH = "docs"
+        self.OPENAPI_SWAGGER_UI_URL = "/api/docs/static/"
+
+    def as_dict(self) -> dict:
+        """The settings as a mapping, with the Celery settings under ``CELERY``."""
+        settings = {k: v for k, v in vars(self).items() if k.isupper()}
+        settings["CELERY"] = celery_settings(
+            self.REDIS_URL or "",
+            lease_seconds=self.STEP_LEASE_SECONDS,
+            sweep_interval=self.SWEEP_INTERVAL,
+        )
+        return settings

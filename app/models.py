@@ -1,0 +1,245 @@
+"""The tables: users, tokens, jobs, the step ledger, checkpoints, decisions, logs, outbox.
+
+Postgres is the only source of truth. Status columns hold the values of the enums
+in ``app.state``; CHECK constraints and partial unique indexes hold the invariants
+the database can hold. Nothing here changes a status: ``app.state`` does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from sqlalchemy.dialects.postgresql import INET
+from sqlalchemy.dialects.postgresql import JSONB
+
+from app.extensions import db
+
+UUID = sa.Uuid(as_uuid=True)
+NOW = sa.text("clock_timestamp()")
+
+
+def _id() -> so.Mapped[uuid.UUID]:
+    return so.mapped_column(UUID, primary_key=True, server_default=sa.text("gen_random_uuid()"))
+
+
+def _ts(nullable: bool = False) -> so.Mapped[Any]:
+    if nullable:
+        return so.mapped_column(sa.DateTime(timezone=True), nullable=True)
+    return so.mapped_column(sa.DateTime(timezone=True), server_default=NOW, nullable=False)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+JOB_STATUSES = ("PENDING", "RUNNING", "WAITING_APPROVAL", "COMPLETED", "FAILED", "CANCELLED")
+STEP_STATUSES = ("running", "succeeded", "failed", "lost", "discarded", "cancelled")
+CHECKPOINT_TYPES = ("INFO", "APPROVAL_REQUIRED")
+CHECKPOINT_STATUSES = ("RECORDED", "PENDING", "APPROVED", "REJECTED", "EXPIRED", "CANCELLED")
+OUTCOMES = ("APPROVED", "REJECTED")
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: so.Mapped[uuid.UUID] = _id()
+    name: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
+    is_admin: so.Mapped[bool] = so.mapped_column(server_default=sa.false())
+    created_at: so.Mapped[datetime] = _ts()
+
+
+class ApiToken(db.Model):
+    __tablename__ = "api_tokens"
+
+    id: so.Mapped[uuid.UUID] = _id()
+    user_id: so.Mapped[uuid.UUID] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    #: SHA-256 of the token, hex; the token itself is shown once and never stored.
+    token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    created_at: so.Mapped[datetime] = _ts()
+    revoked_at: so.Mapped[datetime | None] = _ts(nullable=True)
+
+    user: so.Mapped[User] = so.relationship(lazy="joined")
+
+
+class Job(db.Model):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        sa.CheckConstraint("priority BETWEEN 0 AND 10", name="priority_range"),
+        sa.CheckConstraint(_in("status", JOB_STATUSES), name="status_known"),
+        sa.Index("ix_jobs_created", sa.text("created_at DESC"), sa.text("id DESC")),
+        sa.Index("ix_jobs_user_created", "user_id", sa.text("created_at DESC"), sa.text("id DESC")),
+        sa.Index(
+            "ix_jobs_status_created", "status", sa.text("created_at DESC"), sa.text("id DESC")
+        ),
+        sa.Index(
+            "uq_jobs_idempotency",
+            "user_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+    id: so.Mapped[uuid.UUID] = _id()
+    user_id: so.Mapped[uuid.UUID] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    job_type: so.Mapped[str] = so.mapped_column(sa.String(100))
+    task_description: so.Mapped[str] = so.mapped_column(sa.Text)
+    input_data: so.Mapped[dict] = so.mapped_column(JSONB, server_default=sa.text("'{}'::jsonb"))
+    priority: so.Mapped[int] = so.mapped_column(sa.SmallInteger, server_default=sa.text("5"))
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), server_default="PENDING")
+    #: The step to run next, or running now; NULL once the job is COMPLETED.
+    current_step: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    #: The job_steps row that holds the claim on current_step, NULL when nobody does.
+    claim_step_id: so.Mapped[uuid.UUID | None] = so.mapped_column(UUID)
+    #: Attempts of current_step since it became current (reset by advance and retry).
+    step_attempts: so.Mapped[int] = so.mapped_column(server_default=sa.text("0"))
+    result: so.Mapped[dict | None] = so.mapped_column(JSONB)
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    created_at: so.Mapped[datetime] = _ts()
+    updated_at: so.Mapped[datetime] = _ts()
+    started_at: so.Mapped[datetime | None] = _ts(nullable=True)
+    finished_at: so.Mapped[datetime | None] = _ts(nullable=True)
+
+    user: so.Mapped[User] = so.relationship(lazy="joined")
+
+
+class JobStep(db.Model):
+    """One attempt of one step: the step ledger."""
+
+    __tablename__ = "job_steps"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "step", "attempt", name="uq_job_steps_attempt"),
+        sa.CheckConstraint(_in("status", STEP_STATUSES), name="status_known"),
+        sa.Index("ix_job_steps_job", "job_id", "started_at"),
+        sa.Index(
+            "ix_job_steps_lease",
+            "lease_expires_at",
+            postgresql_where=sa.text("status = 'running'"),
+        ),
+    )
+
+    id: so.Mapped[uuid.UUID] = _id()
+    job_id: so.Mapped[uuid.UUID] = so.mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: so.Mapped[str] = so.mapped_column(sa.String(100))
+    attempt: so.Mapped[int]
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), server_default="running")
+    output: so.Mapped[Any | None] = so.mapped_column(JSONB)
+    error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    traceback: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    worker: so.Mapped[str | None] = so.mapped_column(sa.String(255))
+    task_id: so.Mapped[str | None] = so.mapped_column(sa.String(64))
+    started_at: so.Mapped[datetime] = _ts()
+    finished_at: so.Mapped[datetime | None] = _ts(nullable=True)
+    lease_expires_at: so.Mapped[datetime | None] = _ts(nullable=True)
+
+
+class Checkpoint(db.Model):
+    __tablename__ = "checkpoints"
+    __table_args__ = (
+        sa.CheckConstraint(_in("type", CHECKPOINT_TYPES), name="type_known"),
+        sa.CheckConstraint(_in("status", CHECKPOINT_STATUSES), name="status_known"),
+        sa.CheckConstraint("(type = 'INFO') = (status = 'RECORDED')", name="info_never_blocks"),
+        sa.Index("ix_checkpoints_job", "job_id", "created_at"),
+        sa.Index(
+            "ix_checkpoints_pending",
+            "created_at",
+            "id",
+            postgresql_where=sa.text("status = 'PENDING'"),
+        ),
+        sa.Index(
+            "uq_checkpoints_one_pending_per_job",
+            "job_id",
+            unique=True,
+            postgresql_where=sa.text("status = 'PENDING'"),
+        ),
+    )
+
+    id: so.Mapped[uuid.UUID] = _id()
+    job_id: so.Mapped[uuid.UUID] = so.mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    type: so.Mapped[str] = so.mapped_column(sa.String(20))
+    status: so.Mapped[str] = so.mapped_column(sa.String(20))
+    title: so.Mapped[str] = so.mapped_column(sa.Text)
+    data: so.Mapped[Any | None] = so.mapped_column(JSONB)
+    #: The handler and step that opened it, and the step approval resumes at (NULL: the last).
+    handler: so.Mapped[str] = so.mapped_column(sa.String(100))
+    step: so.Mapped[str] = so.mapped_column(sa.String(100))
+    resume_step: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    created_at: so.Mapped[datetime] = _ts()
+    expires_at: so.Mapped[datetime | None] = _ts(nullable=True)
+    decided_at: so.Mapped[datetime | None] = _ts(nullable=True)
+
+    decision: so.Mapped[Decision | None] = so.relationship(lazy="joined", uselist=False)
+    job: so.Mapped[Job] = so.relationship(lazy="select")
+
+
+class Decision(db.Model):
+    __tablename__ = "decisions"
+    __table_args__ = (sa.CheckConstraint(_in("outcome", OUTCOMES), name="outcome_known"),)
+
+    id: so.Mapped[uuid.UUID] = _id()
+    #: Unique: a checkpoint is decided exactly once.
+    checkpoint_id: so.Mapped[uuid.UUID] = so.mapped_column(
+        sa.ForeignKey("checkpoints.id", ondelete="CASCADE"), unique=True
+    )
+    user_id: so.Mapped[uuid.UUID | None] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="SET NULL")
+    )
+    outcome: so.Mapped[str] = so.mapped_column(sa.String(20))
+    reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    #: The data as the approver edited it, NULL when approved as proposed.
+    data: so.Mapped[Any | None] = so.mapped_column(JSONB)
+    ip: so.Mapped[str | None] = so.mapped_column(INET)
+    user_agent: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    created_at: so.Mapped[datetime] = _ts()
+
+    user: so.Mapped[User | None] = so.relationship(lazy="joined")
+
+
+class JobLog(db.Model):
+    __tablename__ = "job_logs"
+    __table_args__ = (sa.Index("ix_job_logs_job", "job_id", "created_at", "id"),)
+
+    id: so.Mapped[uuid.UUID] = _id()
+    job_id: so.Mapped[uuid.UUID] = so.mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    kind: so.Mapped[str] = so.mapped_column(sa.String(50))
+    message: so.Mapped[str] = so.mapped_column(sa.Text)
+    data: so.Mapped[Any | None] = so.mapped_column(JSONB)
+    created_at: so.Mapped[datetime] = _ts()
+
+
+class Outbox(db.Model):
+    """A dispatch intent: run ``step`` of ``job_id``, committed with the change that needs it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_available", "available_at"),)
+
+    id: so.Mapped[uuid.UUID] = _id()
+    job_id: so.Mapped[uuid.UUID] = so.mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: so.Mapped[str] = so.mapped_column(sa.String(100))
+    created_at: so.Mapped[datetime] = _ts()
+    #: Not published before this time (retry backoff).
+    available_at: so.Mapped[datetime] = _ts()
+    attempts: so.Mapped[int] = so.mapped_column(server_default=sa.text("0"))
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+
+
+class FleetState(db.Model):
+    """One row: whether the workers consume the steps queue."""
+
+    __tablename__ = "fleet_state"
+    __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True, autoincrement=False)
+    paused: so.Mapped[bool] = so.mapped_column(server_default=sa.false())
+    changed_by: so.Mapped[uuid.UUID | None] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="SET NULL")
+    )
+    changed_at: so.Mapped[datetime] = _ts()

@@ -1,0 +1,132 @@
+"""Reads used by views, steps and sweeps, as named functions returning rows or selects."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+
+from app.errors import NotFoundError
+from app.extensions import db
+from app.models import Checkpoint
+from app.models import Decision
+from app.models import Job
+from app.models import JobLog
+from app.models import JobStep
+from app.sql import queries as sql
+from handlers import registry as handlers
+
+
+def get_job(job_id: uuid.UUID) -> Job:
+    """:raises NotFoundError: when there is no such job."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"Job {job_id} not found")
+    return job
+
+
+def jobs(*, user_id: uuid.UUID | None, status: str | None, job_type: str | None) -> sa.Select:
+    """Jobs newest first (a user's own when ``user_id`` is given), filtered."""
+    stmt = sa.select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+    if user_id is not None:
+        stmt = stmt.where(Job.user_id == user_id)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    if job_type:
+        stmt = stmt.where(Job.job_type == job_type)
+    return stmt
+
+
+def pending_checkpoints(*, job_type: str | None = None) -> sa.Select:
+    """Pending approval checkpoints, oldest first, with their jobs."""
+    stmt = (
+        sa.select(Checkpoint)
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(Checkpoint.status == "PENDING")
+        .order_by(Checkpoint.created_at, Checkpoint.id)
+    )
+    if job_type:
+        stmt = stmt.where(Job.job_type == job_type)
+    return stmt
+
+
+def job_logs(job_id: uuid.UUID) -> list[JobLog]:
+    return list(
+        db.session.scalars(
+            sa.select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.created_at, JobLog.id)
+        )
+    )
+
+
+def job_checkpoints(job_id: uuid.UUID) -> list[Checkpoint]:
+    return list(
+        db.session.scalars(
+            sa.select(Checkpoint)
+            .where(Checkpoint.job_id == job_id)
+            .order_by(Checkpoint.created_at, Checkpoint.id)
+        ).unique()
+    )
+
+
+def job_steps(job_id: uuid.UUID) -> list[JobStep]:
+    return list(
+        db.session.scalars(
+            sa.select(JobStep)
+            .where(JobStep.job_id == job_id)
+            .order_by(JobStep.started_at, JobStep.attempt)
+        )
+    )
+
+
+def step_outputs(job_id: uuid.UUID) -> dict:
+    """What each step of the job returned, by step name (its latest successful attempt)."""
+    rows = db.session.execute(
+        sa.select(JobStep.step, JobStep.output)
+        .where(JobStep.job_id == job_id, JobStep.status == "succeeded")
+        .order_by(JobStep.attempt)
+    )
+    return {step: output for step, output in rows}
+
+
+def last_decision(job_id: uuid.UUID) -> handlers.Decision | None:
+    """The decision on the job's most recently decided checkpoint, as steps see it."""
+    row = db.session.execute(
+        sa.select(Decision, Checkpoint.data)
+        .join(Checkpoint, Checkpoint.id == Decision.checkpoint_id)
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Decision.created_at.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    decision, proposed = row
+    return handlers.Decision(
+        outcome=decision.outcome,
+        approver=decision.user.name if decision.user else None,
+        reason=decision.reason,
+        data=decision.data,
+        proposed=proposed,
+    )
+
+
+def job_counts() -> dict[str, int]:
+    """Jobs by status, every status present (zero when none)."""
+    from app.state import JobStatus
+
+    counts = {s.value: 0 for s in JobStatus}
+    counts.update({row.status: row.n for row in db.session.execute(sql["job_counts"])})
+    return counts
+
+
+def pending_checkpoint_count() -> int:
+    return db.session.scalar(
+        sa.select(sa.func.count()).select_from(Checkpoint).where(Checkpoint.status == "PENDING")
+    )
+
+
+def lapsed_leases(limit: int = 100) -> list[sa.Row]:
+    return db.session.execute(sql["lapsed_leases"], {"limit": limit}).all()
+
+
+def expired_checkpoints(limit: int = 100) -> list[uuid.UUID]:
+    return list(db.session.scalars(sql["expired_checkpoints"], {"limit": limit}))

@@ -1,0 +1,209 @@
+"""Request and response schemas, with the guide's camelCase JSON names."""
+
+from __future__ import annotations
+
+from marshmallow import Schema
+from marshmallow import ValidationError
+from marshmallow import fields
+from marshmallow import validate
+from marshmallow import validates
+from marshmallow import validates_schema
+
+from app.config import MAX_PRIORITY
+from app.errors import UnknownHandlerError
+from app.state import Outcome
+from handlers.registry import registry
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+class CamelSchema(Schema):
+    """Dumps and loads ``snake_case`` attributes as ``camelCase`` JSON names."""
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        field_obj.data_key = camel(field_obj.data_key or field_name)
+
+
+# -- Requests ------------------------------------------------------------------------------
+
+
+class JobCreateSchema(CamelSchema):
+    job_type = fields.String(required=True, metadata={"description": "A registered job type"})
+    task_description = fields.String(required=True, validate=validate.Length(min=1, max=10_000))
+    input_data = fields.Dict(keys=fields.String(), load_default=dict)
+    priority = fields.Integer(
+        strict=True,
+        load_default=5,
+        validate=validate.Range(min=0, max=MAX_PRIORITY),
+        metadata={"description": "0 (lowest) to 10 (highest); higher runs first"},
+    )
+
+    @validates("job_type")
+    def known_job_type(self, value: str, data_key: str) -> None:
+        try:
+            registry.get(value)
+        except UnknownHandlerError as exc:
+            raise ValidationError(exc.message) from None
+
+    @validates("priority")
+    def not_a_boolean(self, value: int, data_key: str) -> None:
+        if isinstance(value, bool):
+            raise ValidationError("Not a valid integer.")
+
+    @validates_schema(skip_on_field_errors=True)
+    def input_fits_handler(self, data: dict, **_kwargs) -> None:
+        try:
+            registry.get(data["job_type"]).validate_input(data["input_data"])
+        except ValidationError as exc:
+            raise ValidationError({"inputData": exc.messages}) from None
+
+
+class JobActionSchema(Schema):
+    action = fields.String(required=True, validate=validate.OneOf(["cancel", "retry"]))
+
+
+class JobListArgs(CamelSchema):
+    status = fields.String(
+        validate=validate.OneOf(
+            ["PENDING", "RUNNING", "WAITING_APPROVAL", "COMPLETED", "FAILED", "CANCELLED"]
+        )
+    )
+    job_type = fields.String()
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String()
+
+
+class CheckpointListArgs(CamelSchema):
+    job_type = fields.String()
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String()
+
+
+class ApprovalSchema(Schema):
+    reason = fields.String(validate=validate.Length(max=10_000), allow_none=True)
+    data = fields.Raw(allow_none=True, metadata={"description": "The checkpoint data as edited"})
+
+
+class RejectionSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=10_000))
+
+
+# -- Responses -----------------------------------------------------------------------------
+
+
+class DecisionSchema(CamelSchema):
+    id = fields.UUID()
+    outcome = fields.String(metadata={"enum": [o.value for o in Outcome]})
+    reason = fields.String(allow_none=True)
+    data = fields.Raw(allow_none=True, metadata={"description": "What was approved, if edited"})
+    decided_by = fields.Function(lambda d: d.user.name if d.user else None)
+    user_id = fields.UUID(allow_none=True)
+    ip = fields.String(allow_none=True)
+    user_agent = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime()
+
+
+class CheckpointSchema(CamelSchema):
+    id = fields.UUID()
+    job_id = fields.UUID()
+    type = fields.String()
+    status = fields.String()
+    title = fields.String()
+    data = fields.Raw(allow_none=True, metadata={"description": "What the step proposed"})
+    step = fields.String()
+    resume_step = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime()
+    expires_at = fields.AwareDateTime(allow_none=True)
+    decided_at = fields.AwareDateTime(allow_none=True)
+    decision = fields.Nested(DecisionSchema, allow_none=True)
+
+
+class LogSchema(CamelSchema):
+    id = fields.UUID()
+    step = fields.String(allow_none=True)
+    kind = fields.String()
+    message = fields.String()
+    data = fields.Raw(allow_none=True)
+    created_at = fields.AwareDateTime()
+
+
+class StepSchema(CamelSchema):
+    id = fields.UUID()
+    step = fields.String()
+    attempt = fields.Integer()
+    status = fields.String()
+    output = fields.Raw(allow_none=True)
+    error = fields.String(allow_none=True)
+    worker = fields.String(allow_none=True)
+    started_at = fields.AwareDateTime()
+    finished_at = fields.AwareDateTime(allow_none=True)
+
+
+class JobSchema(CamelSchema):
+    id = fields.UUID()
+    job_type = fields.String()
+    task_description = fields.String()
+    input_data = fields.Dict()
+    priority = fields.Integer()
+    status = fields.String()
+    current_step = fields.String(allow_none=True)
+    result = fields.Raw(allow_none=True)
+    error = fields.String(allow_none=True)
+    user_id = fields.UUID()
+    owner = fields.Function(lambda job: job.user.name)
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+    started_at = fields.AwareDateTime(allow_none=True)
+    completed_at = fields.AwareDateTime(attribute="finished_at", allow_none=True)
+
+
+class JobDetailSchema(JobSchema):
+    logs = fields.List(fields.Nested(LogSchema))
+    checkpoints = fields.List(fields.Nested(CheckpointSchema))
+    steps = fields.List(fields.Nested(StepSchema))
+
+
+class JobEnvelopeSchema(Schema):
+    success = fields.Boolean(dump_default=True)
+    job = fields.Nested(JobDetailSchema)
+
+
+class JobListEnvelopeSchema(CamelSchema):
+    success = fields.Boolean(dump_default=True)
+    jobs = fields.List(fields.Nested(JobSchema))
+    next_cursor = fields.String(allow_none=True, metadata={"description": "Pass as cursor"})
+
+
+class CheckpointListEnvelopeSchema(CamelSchema):
+    success = fields.Boolean(dump_default=True)
+    checkpoints = fields.List(fields.Nested(CheckpointSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class PendingCheckpointSchema(CheckpointSchema):
+    job = fields.Nested(JobSchema)
+
+
+class PendingListEnvelopeSchema(CamelSchema):
+    success = fields.Boolean(dump_default=True)
+    checkpoints = fields.List(fields.Nested(PendingCheckpointSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class CheckpointEnvelopeSchema(Schema):
+    success = fields.Boolean(dump_default=True)
+    checkpoint = fields.Nested(CheckpointSchema)
+
+
+class ErrorSchema(Schema):
+    code = fields.String()
+    message = fields.String()
+    details = fields.Raw(allow_none=True)
+
+
+class ErrorEnvelopeSchema(Schema):
+    success = fields.Boolean(dump_default=False)
+    error = fields.Nested(ErrorSchema)

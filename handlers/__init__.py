@@ -1,0 +1,1 @@
+"""The job handlers; each module registers one handler (see ``handlers.registry``)."""

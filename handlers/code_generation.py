@@ -1,0 +1,51 @@
+"""Propose file changes, wait for a reviewer, then write them into the job's workspace."""
+
+from __future__ import annotations
+
+from marshmallow import Schema
+from marshmallow import fields
+from marshmallow import validate
+
+from handlers.registry import APPROVAL_REQUIRED
+from handlers.registry import Handler
+from handlers.registry import StepContext
+from handlers.registry import registry
+
+
+class FileSchema(Schema):
+    path = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    content = fields.String(required=True)
+
+
+class CodeGenerationInput(Schema):
+    files = fields.List(fields.Nested(FileSchema), required=True, validate=validate.Length(min=1))
+
+
+handler = registry.register(
+    Handler(
+        "code-generation",
+        description="Write proposed files into the job's workspace after approval",
+        input_schema=CodeGenerationInput,
+    )
+)
+
+
+@handler.step("propose", approval=True)
+def propose(ctx: StepContext) -> dict:
+    files = ctx.input["files"]
+    for f in files:
+        ctx.workspace.resolve(f["path"])
+    ctx.log(
+        "thinking", f"Proposing {len(files)} file(s)", data={"paths": [f["path"] for f in files]}
+    )
+    ctx.checkpoint(APPROVAL_REQUIRED, "Review file changes", data={"files": files})
+    return {"proposed": [f["path"] for f in files]}
+
+
+@handler.step("write")
+def write(ctx: StepContext) -> dict:
+    edited = ctx.decision.data if ctx.decision else None
+    files = edited["files"] if edited and "files" in edited else ctx.input["files"]
+    written = ctx.workspace.write_all(files)
+    ctx.log("completed", f"Wrote {len(written)} file(s)", data={"written": written})
+    return {"written": written, "workspace": str(ctx.workspace.root)}

@@ -1,0 +1,72 @@
+"""Validate records, get approval, transform them, get the output approved, complete."""
+
+from __future__ import annotations
+
+from marshmallow import Schema
+from marshmallow import fields
+from marshmallow import validate
+
+from app.errors import PermanentError
+from handlers.registry import APPROVAL_REQUIRED
+from handlers.registry import Handler
+from handlers.registry import StepContext
+from handlers.registry import registry
+
+
+class DataProcessingInput(Schema):
+    records = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1))
+    #: Field names whose string values are upper-cased by the transform (default: all).
+    uppercase = fields.List(fields.String(), load_default=None)
+
+
+handler = registry.register(
+    Handler(
+        "data-processing",
+        description="Validate, approve, transform, approve the output",
+        input_schema=DataProcessingInput,
+    )
+)
+
+
+@handler.step("validate", approval=True)
+def validate_records(ctx: StepContext) -> dict:
+    records = ctx.input["records"]
+    columns = sorted({key for record in records for key in record})
+    ctx.log("thinking", f"Validated {len(records)} record(s) with columns {', '.join(columns)}")
+    ctx.checkpoint(
+        APPROVAL_REQUIRED,
+        f"Approve processing {len(records)} record(s)",
+        data={"records": records, "columns": columns},
+    )
+    return {"count": len(records), "columns": columns}
+
+
+@handler.step("transform", approval=True)
+def transform(ctx: StepContext) -> dict:
+    edited = ctx.decision.data if ctx.decision else None
+    records = edited["records"] if edited and "records" in edited else ctx.input["records"]
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise PermanentError("records must be a list of objects")
+    only = ctx.input.get("uppercase")
+    output = [
+        {
+            key: value.upper()
+            if isinstance(value, str) and (only is None or key in only)
+            else value
+            for key, value in record.items()
+        }
+        for record in records
+    ]
+    ctx.log("thinking", f"Transformed {len(output)} record(s)")
+    ctx.checkpoint(APPROVAL_REQUIRED, "Approve the transformed output", data={"records": output})
+    return {"records": output}
+
+
+@handler.step("complete")
+def complete(ctx: StepContext) -> dict:
+    edited = ctx.decision.data if ctx.decision else None
+    records = (
+        edited["records"] if edited and "records" in edited else ctx.outputs["transform"]["records"]
+    )
+    ctx.log("completed", f"Processed {len(records)} record(s)")
+    return {"processed": len(records), "records": records}

@@ -1,0 +1,58 @@
+"""A job's own directory under ``WORKSPACE_ROOT``; nothing is written outside it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from pathlib import PurePosixPath
+
+from app.errors import PermanentError
+
+
+class Workspace:
+    """The directory ``<root>/<job_id>``; paths given to it are relative to it.
+
+    >>> Workspace("/srv/agentq", "3f2a...").write_all([{"path": "lib/auth.py", "content": "..."}])
+    ['lib/auth.py']
+    """
+
+    def __init__(self, root: str | Path, job_id: str) -> None:
+        self.root = Path(root).resolve() / job_id
+
+    def resolve(self, path: str) -> Path:
+        """The absolute path of ``path`` inside the workspace.
+
+        :raises PermanentError: for an absolute path or one that leaves the workspace.
+        """
+        rel = PurePosixPath(path)
+        if not path or rel.is_absolute() or ".." in rel.parts:
+            raise PermanentError(
+                f"file path {path!r} must be relative and stay inside the workspace"
+            )
+        target = (self.root / rel).resolve()
+        if not target.is_relative_to(self.root):
+            raise PermanentError(f"file path {path!r} leaves the workspace")
+        return target
+
+    def read(self, path: str) -> str | None:
+        """The current content of ``path``, or None when it does not exist."""
+        try:
+            return self.resolve(path).read_text()
+        except FileNotFoundError:
+            return None
+
+    def write_all(self, files: list[dict]) -> list[str]:
+        """Write each ``{path, content}``; returns the paths written.
+
+        Every path is checked before anything is written, and each file is replaced
+        atomically, so running the step again writes the same result.
+        """
+        targets = [(f["path"], self.resolve(f["path"]), f["content"]) for f in files]
+        for _path, target, content in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".agentq-")
+            with os.fdopen(fd, "w") as out:
+                out.write(content)
+            os.replace(tmp, target)
+        return [path for path, _target, _content in targets]
