@@ -300,3 +300,7 @@ def _run_demo(api: _Client, timeout: float) -> None:
     for entry in api("GET", f"/api/agent-jobs/{job['id']}")["job"]["logs"]:
         click.echo(f"  log [{entry['kind']}] {entry['message']}")
     click.echo(f"{OK} Demo complete: job {job['id']} is COMPLETED")
+
+
+if __name__ == "__main__":
+    main()

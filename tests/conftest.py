@@ -1,0 +1,315 @@
+"""Fixtures: a real Postgres, a real Redis, a real Celery worker and beat.
+
+Postgres and Redis come from the embedded wheels, started once per session in a
+temporary directory, unless ``DATABASE_URL`` and ``REDIS_URL`` are set (``.ci/run``
+points them at the machine's servers). The schema is made by ``agentq db upgrade``.
+The worker and beat are ``celery -A worker ...`` subprocesses; every test starts
+with empty tables and empty queues.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+EXTERNAL = bool(os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
+TMP = Path(tempfile.mkdtemp(prefix="agentq-tests-"))
+
+# The app reads its settings from the environment when it is created, and the
+# worker subprocesses inherit it: set everything before anything imports the app.
+os.environ.update(
+    {
+        "AGENTQ_HOME": str(TMP / "home"),
+        "WORKSPACE_ROOT": str(TMP / "workspaces"),
+        "AGENTQ_HANDLER_MODULES": "tests.handlers",
+        "STEP_LEASE_SECONDS": "3",
+        "SWEEP_INTERVAL": "0.5",
+        "OUTBOX_GRACE_SECONDS": "1",
+        "FLEET_TIMEOUT": "1",
+        "SECRET_KEY": "tests",
+        # Subprocesses (the agentq script, celery) import tests.handlers from here.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+)
+
+
+class Servers:
+    """The Postgres and Redis of this test session."""
+
+    def __init__(self) -> None:
+        self.pg = self.redis = None
+        if EXTERNAL:
+            self.database_url = os.environ["DATABASE_URL"]
+            self.redis_url = os.environ["REDIS_URL"]
+            return
+        from app.embedded import EmbeddedPostgres
+        from app.embedded import EmbeddedRedis
+
+        self.pg = EmbeddedPostgres(TMP / "postgres", database="agentq_test", durable=False)
+        self.redis = EmbeddedRedis(TMP / "redis")
+        self.database_url = self.pg.start()
+        self.redis_url = self.redis.start()
+        os.environ["DATABASE_URL"] = self.database_url
+        os.environ["REDIS_URL"] = self.redis_url
+
+    def stop(self) -> None:
+        for server in (self.redis, self.pg):
+            if server is not None:
+                server.stop()
+
+
+class CeleryProcess:
+    """``celery -A worker worker|beat`` as a subprocess, its output in a log file."""
+
+    def __init__(self, kind: str, *args: str) -> None:
+        self.kind = kind
+        self.args = args
+        self.log = TMP / f"{kind}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            self.kind,
+            "--loglevel",
+            "INFO",
+            *self.args,
+        ]
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        out.close()
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: the main process and its pool children."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.running():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_until(predicate, timeout: float = 30.0, message: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {message}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def servers():
+    s = Servers()
+    try:
+        agentq = str(Path(sys.executable).parent / "agentq")
+        done = subprocess.run([agentq, "db", "upgrade"], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        yield s
+    finally:
+        s.stop()
+        shutil.rmtree(TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def app(servers):
+    from app import create_app
+
+    # No app context is kept pushed: each request, and each helper below, pushes its own,
+    # so every one gets a fresh database session (a kept one would serve stale rows).
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture(scope="session")
+def celery_worker(servers):
+    worker = CeleryProcess(
+        "worker",
+        "-Q",
+        "agentq.steps,agentq.sweeps",
+        "--concurrency",
+        "1",
+        "--without-mingle",
+        "--without-gossip",
+        "--hostname",
+        f"test-{uuid.uuid4().hex[:6]}@%h",
+    )
+    beat = CeleryProcess("beat", "--schedule", str(TMP / "celerybeat-schedule"))
+    worker.start()
+    beat.start()
+    yield worker
+    worker.stop()
+    beat.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request):
+    """Empty tables (and queues) before each test that uses the database."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    from app.extensions import db
+
+    app = request.getfixturevalue("app")
+    tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+    with app.app_context():
+        db.session.execute(sa.text(f"TRUNCATE {tables} CASCADE"))
+        db.session.commit()
+    app.extensions["celery"].control.purge()
+    yield
+
+
+@pytest.fixture
+def worker(celery_worker, app):
+    """The running Celery worker process (restarted if a test killed it)."""
+    if not celery_worker.running():
+        celery_worker.start()
+    celery = app.extensions["celery"]
+    wait_until(lambda: celery.control.ping(timeout=0.5), 60, "the worker to answer a ping")
+    return celery_worker
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class ApiUser:
+    """A user with a token, calling the API through the test client."""
+
+    def __init__(self, client, name: str, token: str, user_id) -> None:
+        self.client = client
+        self.name = name
+        self.token = token
+        self.id = user_id
+
+    def headers(self, **extra: str) -> dict:
+        return {"Authorization": f"Bearer {self.token}", **extra}
+
+    def request(self, method: str, path: str, **kwargs):
+        headers = self.headers(**kwargs.pop("headers", {}))
+        return self.client.open(path, method=method, headers=headers, **kwargs)
+
+    def enqueue(
+        self,
+        job_type: str,
+        input_data: dict | None = None,
+        *,
+        priority: int = 5,
+        description: str = "a test job",
+    ) -> dict:
+        response = self.request(
+            "POST",
+            "/api/agent-jobs",
+            json={
+                "jobType": job_type,
+                "taskDescription": description,
+                "inputData": input_data or {},
+                "priority": priority,
+            },
+        )
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["job"]
+
+    def job(self, job_id: str) -> dict:
+        response = self.request("GET", f"/api/agent-jobs/{job_id}")
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["job"]
+
+    def wait_for(self, job_id: str, *statuses: str, timeout: float = 30.0) -> dict:
+        """Poll the job until its status is one of ``statuses``."""
+        seen = []
+
+        def reached():
+            job = self.job(job_id)
+            if not seen or seen[-1] != job["status"]:
+                seen.append(job["status"])
+            return job if job["status"] in statuses else None
+
+        return wait_until(
+            reached, timeout, f"job {job_id} to be {'/'.join(statuses)} (went through {seen})"
+        )
+
+    def pending_checkpoint(self, job_id: str) -> dict:
+        job = self.job(job_id)
+        pending = [c for c in job["checkpoints"] if c["status"] == "PENDING"]
+        assert len(pending) == 1, job["checkpoints"]
+        return pending[0]
+
+    def approve(self, checkpoint_id: str, **body):
+        return self.request("POST", f"/api/admin/agent-checkpoints/{checkpoint_id}", json=body)
+
+    def reject(self, checkpoint_id: str, reason: str):
+        return self.request(
+            "DELETE", f"/api/admin/agent-checkpoints/{checkpoint_id}", json={"reason": reason}
+        )
+
+    def patch(self, job_id: str, action: str):
+        return self.request("PATCH", f"/api/agent-jobs/{job_id}", json={"action": action})
+
+
+def _make_user(app, client, name: str, admin: bool) -> ApiUser:
+    from app.auth import create_user
+
+    with app.app_context():
+        user, _row, token = create_user(name, admin=admin)
+        return ApiUser(client, name, token, user.id)
+
+
+@pytest.fixture
+def user(app, client):
+    return _make_user(app, client, "user", admin=False)
+
+
+@pytest.fixture
+def other_user(app, client):
+    return _make_user(app, client, "other", admin=False)
+
+
+@pytest.fixture
+def admin(app, client):
+    return _make_user(app, client, "admin", admin=True)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Paths the test handlers use to coordinate: marks, gate, broken."""
+
+    class Files:
+        marks = tmp_path / "marks"
+        gate = tmp_path / "gate"
+        broken = tmp_path / "broken"
+
+        def input(self) -> dict:
+            return {"marks": str(self.marks), "gate": str(self.gate), "broken": str(self.broken)}
+
+        def runs(self) -> list[str]:
+            return self.marks.read_text().split() if self.marks.exists() else []
+
+    return Files()

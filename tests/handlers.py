@@ -1,0 +1,74 @@
+"""Handlers used only by the tests (loaded through AGENTQ_HANDLER_MODULES).
+
+Steps coordinate with the tests through files whose paths come in ``inputData``:
+a test holds a step with a gate file, and reads the marks a step leaves to see
+how often it ran.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from app.errors import RetryableError
+from handlers.registry import Handler
+from handlers.registry import StepContext
+from handlers.registry import registry
+
+
+def mark(ctx: StepContext) -> None:
+    """Append this step's name to the job's marks file: one line per run."""
+    with open(ctx.input["marks"], "a") as out:
+        out.write(f"{ctx.step}\n")
+
+
+gated = registry.register(Handler("test-gated", description="A middle step that waits on a file"))
+
+
+@gated.step("first")
+def first(ctx: StepContext) -> dict:
+    mark(ctx)
+    return {"first": True}
+
+
+@gated.step("wait")
+def wait(ctx: StepContext) -> dict:
+    """Run until the gate file exists (the test opens it), at most a minute."""
+    mark(ctx)
+    ctx.log("thinking", "waiting for the gate")
+    deadline = time.monotonic() + 60
+    while not Path(ctx.input["gate"]).exists():
+        if time.monotonic() > deadline:
+            raise RetryableError("gate never opened")
+        time.sleep(0.05)
+    return {"waited": True}
+
+
+@gated.step("last")
+def last(ctx: StepContext) -> dict:
+    mark(ctx)
+    return {"done": True}
+
+
+flaky = registry.register(Handler("test-flaky", description="Fails while a file says so"))
+
+
+@flaky.step("prepare")
+def prepare(ctx: StepContext) -> dict:
+    mark(ctx)
+    return {"prepared": True}
+
+
+@flaky.step("break", retry_backoff=0.2)
+def maybe_break(ctx: StepContext) -> dict:
+    """Fail while the ``broken`` file exists."""
+    mark(ctx)
+    if Path(ctx.input["broken"]).exists():
+        raise RuntimeError("the broken file is there")
+    return {"fixed": True}
+
+
+@flaky.step("finish")
+def finish(ctx: StepContext) -> dict:
+    mark(ctx)
+    return {"finished": True, "prepared": ctx.outputs["prepare"]["prepared"]}
