@@ -108,7 +108,7 @@ def _app_or_fail() -> Flask:
         sys.exit(1)
 
 
-@main.command("check-db")
+@main.command("check-db", with_appcontext=False)
 def check_db() -> None:
     """Check the database connection and each table."""
     from app.extensions import db
@@ -132,7 +132,7 @@ def check_db() -> None:
         sys.exit(1)
 
 
-@main.command()
+@main.command(with_appcontext=False)
 def verify() -> None:
     """Verify database, migrations, broker, workers and handlers."""
     from app.api.health import readiness
@@ -157,14 +157,20 @@ def _celery(args: tuple[str, ...]) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "worker", *args])
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(
+    with_appcontext=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """Run a Celery worker on the steps and sweeps queues (extra args go to celery)."""
     _celery(("worker", "--loglevel", "INFO", "-Q", f"{STEPS_QUEUE},{SWEEPS_QUEUE}", *ctx.args))
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command(
+    with_appcontext=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
 @click.pass_context
 def beat(ctx: click.Context) -> None:
     """Run Celery beat, which schedules the sweeps (extra args go to celery)."""
@@ -175,7 +181,7 @@ def beat(ctx: click.Context) -> None:
     _celery(("beat", "--loglevel", "INFO", *schedule, *ctx.args))
 
 
-@main.command()
+@main.command(with_appcontext=False)
 @click.option("--port", envvar="PORT", default=8000, show_default=True, help="Web port.")
 def dev(port: int) -> None:
     """Run everything on embedded Postgres and Redis with data in ./var (Ctrl-C stops)."""
@@ -226,7 +232,7 @@ class _Client:
         )
 
 
-@main.command()
+@main.command(with_appcontext=False)
 @click.option("--url", envvar="AGENTQ_URL", help="Base URL (default: the running `agentq dev`).")
 @click.option("--token", envvar="AGENTQ_TOKEN", help="An admin token (default: a temporary one).")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each stage.")
