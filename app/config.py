@@ -147,6 +147,8 @@ class Config:
         self.WORKSPACE_ROOT = os.environ.get("WORKSPACE_ROOT") or str(home() / "workspaces")
         #: Seconds a running step's claim lasts without renewal; renewed every third of it.
         self.STEP_LEASE_SECONDS = _env_int("STEP_LEASE_SECONDS", 30)
+        #: Seconds after which a runnable job that nobody runs is dispatched again.
+        self.STALL_SECONDS = _env_float("STALL_SECONDS", 300.0)
         #: Seconds between beat sweeps.
         self.SWEEP_INTERVAL = _env_float("SWEEP_INTERVAL", 2.0)
         #: Seconds an outbox row may wait for its after-commit publish before the sweep takes it.

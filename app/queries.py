@@ -128,5 +128,11 @@ def lapsed_leases(limit: int = 100) -> list[sa.Row]:
     return db.session.execute(sql["lapsed_leases"], {"limit": limit}).all()
 
 
+def stalled_jobs(stall_seconds: float, limit: int = 100) -> list[sa.Row]:
+    return db.session.execute(
+        sql["stalled_jobs"], {"stall_seconds": stall_seconds, "limit": limit}
+    ).all()
+
+
 def expired_checkpoints(limit: int = 100) -> list[uuid.UUID]:
     return list(db.session.scalars(sql["expired_checkpoints"], {"limit": limit}))

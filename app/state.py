@@ -99,7 +99,8 @@ class Outcome(StrEnum):
 FINAL = {JobStatus.COMPLETED}
 #: Which statuses each status may move to.
 ALLOWED: dict[JobStatus, set[JobStatus]] = {
-    JobStatus.PENDING: {JobStatus.RUNNING, JobStatus.CANCELLED},
+    # PENDING -> PENDING: a stalled job dispatched again.
+    JobStatus.PENDING: {JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLED},
     JobStatus.RUNNING: {
         JobStatus.RUNNING,
         JobStatus.PENDING,
@@ -539,6 +540,29 @@ def release_lapsed(attempt_id: uuid.UUID, job_id: uuid.UUID, step: str) -> bool:
         )
     )
     add_log(job_id, "recovered", f"Step {step} lost its worker; queued again", step=step)
+    _commit([_outbox(job_id, step)])
+    return True
+
+
+def redispatch_stalled(job_id: uuid.UUID, step: str, *, stall_seconds: float) -> bool:
+    """Dispatch a runnable job again whose next message was lost; True when it was.
+
+    A chain's next message is published by Celery after the step's transaction
+    commits; a worker that dies in between leaves the job RUNNING with nobody on it.
+    """
+    try:
+        _transition(
+            job_id,
+            JobStatus.PENDING,
+            Job.claim_step_id.is_(None),
+            Job.current_step == step,
+            Job.updated_at < _now() - timedelta(seconds=stall_seconds),
+            from_={JobStatus.PENDING, JobStatus.RUNNING},
+        )
+    except InvalidTransition:
+        db.session.rollback()
+        return False
+    add_log(job_id, "recovered", f"Step {step} was not dispatched; queued again", step=step)
     _commit([_outbox(job_id, step)])
     return True
 

@@ -36,6 +36,7 @@ os.environ.update(
         "STEP_LEASE_SECONDS": "3",
         "SWEEP_INTERVAL": "0.5",
         "OUTBOX_GRACE_SECONDS": "1",
+        "STALL_SECONDS": "5",
         "FLEET_TIMEOUT": "1",
         "SECRET_KEY": "tests",
         # Subprocesses (the agentq script, celery) import tests.handlers from here.

@@ -55,6 +55,16 @@ SELECT s.id AS attempt_id, s.job_id, s.step
  WHERE s.status = 'running' AND s.lease_expires_at < clock_timestamp()
  LIMIT :limit
 
+-- stalled_jobs --
+-- Runnable jobs that nobody runs and nothing will dispatch: a chain's next message was lost.
+SELECT j.id AS job_id, j.current_step AS step
+  FROM jobs j
+ WHERE j.status IN ('PENDING', 'RUNNING')
+   AND j.claim_step_id IS NULL
+   AND j.updated_at < clock_timestamp() - make_interval(secs => :stall_seconds)
+   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id)
+ LIMIT :limit
+
 -- expired_checkpoints --
 -- Pending checkpoints past their expiry time.
 SELECT id FROM checkpoints
