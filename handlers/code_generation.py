@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from marshmallow import Schema
+from marshmallow import ValidationError
 from marshmallow import fields
 from marshmallow import validate
 
@@ -10,10 +11,19 @@ from handlers.registry import APPROVAL_REQUIRED
 from handlers.registry import Handler
 from handlers.registry import StepContext
 from handlers.registry import registry
+from handlers.workspace import path_problem
+
+
+def _inside_workspace(path: str) -> None:
+    problem = path_problem(path)
+    if problem:
+        raise ValidationError(problem)
 
 
 class FileSchema(Schema):
-    path = fields.String(required=True, validate=validate.Length(min=1, max=1000))
+    path = fields.String(
+        required=True, validate=[validate.Length(min=1, max=1000), _inside_workspace]
+    )
     content = fields.String(required=True)
 
 

@@ -10,6 +10,14 @@ from pathlib import PurePosixPath
 from app.errors import PermanentError
 
 
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a file inside a workspace, or None when it can."""
+    rel = PurePosixPath(path)
+    if not path or rel.is_absolute() or ".." in rel.parts:
+        return f"file path {path!r} must be relative and stay inside the workspace"
+    return None
+
+
 class Workspace:
     """The directory ``<root>/<job_id>``; paths given to it are relative to it.
 
@@ -25,12 +33,10 @@ class Workspace:
 
         :raises PermanentError: for an absolute path or one that leaves the workspace.
         """
-        rel = PurePosixPath(path)
-        if not path or rel.is_absolute() or ".." in rel.parts:
-            raise PermanentError(
-                f"file path {path!r} must be relative and stay inside the workspace"
-            )
-        target = (self.root / rel).resolve()
+        problem = path_problem(path)
+        if problem:
+            raise PermanentError(problem)
+        target = (self.root / path).resolve()
         if not target.is_relative_to(self.root):
             raise PermanentError(f"file path {path!r} leaves the workspace")
         return target
