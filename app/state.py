@@ -276,12 +276,23 @@ def cancel(job_id: uuid.UUID, *, by: str) -> Job:
 
     :raises InvalidTransition: for a job already COMPLETED, FAILED or CANCELLED.
     """
-    pending = _pending_checkpoint(job_id)
-    values: dict[str, Any] = {"claim_step_id": None, "finished_at": _now()}
-    if pending is not None:
-        # Retry must re-open the review, so it resumes at the step that asked for it.
-        values["current_step"] = pending.step
-    job = _transition(job_id, JobStatus.CANCELLED, **values)
+    # Retry must re-open a review that was pending, so it resumes at the step that asked
+    # for it. Decided in the UPDATE itself, from the status the job has when it is cancelled.
+    opened_by = (
+        sa.select(Checkpoint.step)
+        .where(Checkpoint.job_id == Job.id, Checkpoint.status == CheckpointStatus.PENDING.value)
+        .scalar_subquery()
+    )
+    current_step = sa.case(
+        (Job.status == JobStatus.WAITING_APPROVAL.value, opened_by), else_=Job.current_step
+    )
+    job = _transition(
+        job_id,
+        JobStatus.CANCELLED,
+        claim_step_id=None,
+        finished_at=_now(),
+        current_step=current_step,
+    )
     db.session.execute(
         sa.update(JobStep)
         .where(JobStep.job_id == job_id, JobStep.status == StepStatus.RUNNING.value)
@@ -318,14 +329,6 @@ def retry(job_id: uuid.UUID, *, by: str) -> Job:
     add_log(job_id, "retried", f"Job retried by {by} at step {job.current_step}")
     _commit([_outbox(job.id, job.current_step)])
     return job
-
-
-def _pending_checkpoint(job_id: uuid.UUID) -> Checkpoint | None:
-    return db.session.execute(
-        sa.select(Checkpoint).where(
-            Checkpoint.job_id == job_id, Checkpoint.status == CheckpointStatus.PENDING.value
-        )
-    ).scalar_one_or_none()
 
 
 # -- Steps -----------------------------------------------------------------------------
