@@ -113,7 +113,7 @@ class FleetStateStep(bootsteps.StartStopStep):
 
     def start(self, c) -> None:
         if self.manages is None:
-            self.manages = c.task_consumer.consuming_from(STEPS_QUEUE)
+            self.manages = _selected(c)
         if not self.manages:
             return
         self.reconcile(c)
@@ -132,13 +132,22 @@ class FleetStateStep(bootsteps.StartStopStep):
         except Exception as exc:  # database unreachable: keep the current state, try again later
             log.warning("fleet: cannot read the paused flag: %s", exc)
             return
-        consuming = c.task_consumer.consuming_from(STEPS_QUEUE)
+        consuming = _selected(c)
         if paused and consuming:
             log.info("fleet: paused; no longer consuming %s", STEPS_QUEUE)
             c.cancel_task_queue(STEPS_QUEUE)
         elif not paused and not consuming:
             log.info("fleet: resumed; consuming %s", STEPS_QUEUE)
             c.add_task_queue(STEPS_QUEUE)
+
+
+def _selected(c) -> bool:
+    """Whether the task consumer consumes, or is about to consume, the steps queue.
+
+    Not ``consuming_from()``: it sees only started consumers, and a bootstep starts
+    before the event loop calls ``consume()``, so at start-up it is always False.
+    """
+    return any(q.name == STEPS_QUEUE for q in c.task_consumer.queues)
 
 
 def register(celery: Celery) -> None:
