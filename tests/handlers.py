@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from app.errors import RetryableError
+from handlers.registry import APPROVAL_REQUIRED
 from handlers.registry import Handler
 from handlers.registry import StepContext
 from handlers.registry import registry
@@ -72,3 +73,34 @@ def maybe_break(ctx: StepContext) -> dict:
 def finish(ctx: StepContext) -> dict:
     mark(ctx)
     return {"finished": True, "prepared": ctx.outputs["prepare"]["prepared"]}
+
+
+runtime = registry.register(
+    Handler("test-runtime-approval", description="Approvals decided by the steps at run time")
+)
+
+
+@runtime.step("plan")
+def plan(ctx: StepContext) -> dict:
+    """Opens an approval no declaration announced, when the input asks for one."""
+    mark(ctx)
+    if ctx.input.get("ask_in_plan"):
+        ctx.checkpoint(APPROVAL_REQUIRED, "Approve the plan", data={"plan": "x"})
+    return {"planned": True}
+
+
+@runtime.step("review", approval=True)
+def review(ctx: StepContext) -> dict:
+    """Declared as an approval step, but opens none unless the input asks for one."""
+    mark(ctx)
+    if ctx.input.get("ask_in_review"):
+        ctx.checkpoint(
+            APPROVAL_REQUIRED, "Approve quickly", data={}, expires_in=ctx.input.get("expires_in")
+        )
+    return {"reviewed": True}
+
+
+@runtime.step("apply")
+def apply(ctx: StepContext) -> dict:
+    mark(ctx)
+    return {"applied": True}
