@@ -14,6 +14,35 @@ from app.errors import UnknownHandlerError
 from app.state import Outcome
 from handlers.registry import registry
 
+#: The deepest nesting accepted in JSON data. Every later json.dumps of it (the jsonb
+#: insert, the response, the worker) must manage it too, well within Python's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+def storable(value) -> None:
+    """Check that Postgres can store every string in ``value``, and that it is not too deep.
+
+    Postgres text and jsonb hold neither NUL characters nor unpaired surrogates, and
+    psycopg2 fails on them (a 500) instead of refusing them.
+
+    :raises ValidationError: saying what is wrong.
+    """
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValidationError("Must not contain NUL characters.")
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                raise ValidationError("Must not contain unpaired surrogates.") from None
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise ValidationError(f"Must not be nested more than {MAX_JSON_DEPTH} levels deep.")
+            children = [*item, *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
 
 def camel(name: str) -> str:
     head, *rest = name.split("_")
@@ -32,8 +61,10 @@ class CamelSchema(Schema):
 
 class JobCreateSchema(CamelSchema):
     job_type = fields.String(required=True, metadata={"description": "A registered job type"})
-    task_description = fields.String(required=True, validate=validate.Length(min=1, max=10_000))
-    input_data = fields.Dict(keys=fields.String(), load_default=dict)
+    task_description = fields.String(
+        required=True, validate=[validate.Length(min=1, max=10_000), storable]
+    )
+    input_data = fields.Dict(keys=fields.String(), load_default=dict, validate=storable)
     priority = fields.Integer(
         strict=True,
         load_default=5,
@@ -71,24 +102,28 @@ class JobListArgs(CamelSchema):
             ["PENDING", "RUNNING", "WAITING_APPROVAL", "COMPLETED", "FAILED", "CANCELLED"]
         )
     )
-    job_type = fields.String()
+    job_type = fields.String(validate=storable)
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String()
 
 
 class CheckpointListArgs(CamelSchema):
-    job_type = fields.String()
+    job_type = fields.String(validate=storable)
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String()
 
 
 class ApprovalSchema(Schema):
-    reason = fields.String(validate=validate.Length(max=10_000), allow_none=True)
-    data = fields.Raw(allow_none=True, metadata={"description": "The checkpoint data as edited"})
+    reason = fields.String(validate=[validate.Length(max=10_000), storable], allow_none=True)
+    data = fields.Raw(
+        allow_none=True,
+        validate=storable,
+        metadata={"description": "The checkpoint data as edited"},
+    )
 
 
 class RejectionSchema(Schema):
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=10_000))
+    reason = fields.String(required=True, validate=[validate.Length(min=1, max=10_000), storable])
 
 
 # -- Responses -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import flask_smorest
 import swagger_ui_bundle
 from flask import Flask
 from flask import jsonify
+from flask import request
 from flask import send_from_directory
 from werkzeug.exceptions import HTTPException
 
@@ -81,6 +82,15 @@ def _code(error: HTTPException) -> str:
     return (error.name or "error").lower().replace(" ", "_")
 
 
+def handle_recursion_error(error: RecursionError):
+    """A JSON body nested deeper than the parser goes is the client's error (400), not a 500."""
+    if not request.is_json:
+        raise error
+    db.session.rollback()
+    message = "Invalid JSON body: nested too deeply."
+    return error_response(400, "bad_request", message, {"json": [message]})
+
+
 def handle_agentq_error(error: AgentqError):
     db.session.rollback()
     details = error.details
@@ -103,6 +113,7 @@ def init_app(app: Flask) -> None:
     for blp in (jobs.blp, checkpoints.blp, fleet.blp, health.blp):
         api.register_blueprint(blp)
     app.register_error_handler(AgentqError, handle_agentq_error)
+    app.register_error_handler(RecursionError, handle_recursion_error)
 
     @app.get("/api/docs/static/<path:filename>")
     def swagger_static(filename: str):

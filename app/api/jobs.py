@@ -7,6 +7,7 @@ import uuid
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from flask_smorest import abort
 
 from app import queries
 from app import state
@@ -22,6 +23,9 @@ from app.schemas import JobCreateSchema
 from app.schemas import JobEnvelopeSchema
 from app.schemas import JobListArgs
 from app.schemas import JobListEnvelopeSchema
+
+#: The longest Idempotency-Key the jobs table holds.
+IDEMPOTENCY_KEY_LENGTH = Job.__table__.c.idempotency_key.type.length
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/agent-jobs", description="Agent jobs")
 
@@ -59,11 +63,17 @@ class Jobs(MethodView):
         Send an ``Idempotency-Key`` header to make retries safe: the same key
         returns the job it created the first time.
         """
-        job = state.enqueue(
-            user_id=current_user().id,
-            idempotency_key=request.headers.get("Idempotency-Key") or None,
-            **body,
-        )
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None and len(key) > IDEMPOTENCY_KEY_LENGTH:
+            abort(
+                422,
+                messages={
+                    "headers": {
+                        "Idempotency-Key": [f"Longer than maximum length {IDEMPOTENCY_KEY_LENGTH}."]
+                    }
+                },
+            )
+        job = state.enqueue(user_id=current_user().id, idempotency_key=key, **body)
         return detail(job)
 
     @login_required()
