@@ -59,7 +59,10 @@ def users_create(name: str, admin: bool) -> None:
     """Create a user; the last line printed is its API token."""
     from app.auth import create_user
 
-    user, row, token = create_user(name, admin=admin)
+    try:
+        user, row, token = create_user(name, admin=admin)
+    except sa.exc.IntegrityError:
+        raise click.ClickException(f"User {name!r} already exists") from None
     click.echo(f"Created {'admin' if admin else 'user'} {user.name} ({user.id}), token id {row.id}")
     click.echo(token)
 
@@ -76,8 +79,12 @@ def tokens_create(name: str) -> None:
     """Make a new token for user NAME; the last line printed is the token."""
     from app.auth import create_token
     from app.auth import user_by_name
+    from app.errors import NotFoundError
 
-    row, token = create_token(user_by_name(name))
+    try:
+        row, token = create_token(user_by_name(name))
+    except NotFoundError as exc:
+        raise click.ClickException(exc.message) from None
     click.echo(f"Created token {row.id} for {name}")
     click.echo(token)
 
@@ -88,8 +95,12 @@ def tokens_create(name: str) -> None:
 def tokens_revoke(token_id: uuid.UUID) -> None:
     """Revoke token TOKEN_ID; requests carrying it are refused at once."""
     from app.auth import revoke_token
+    from app.errors import NotFoundError
 
-    row = revoke_token(token_id)
+    try:
+        row = revoke_token(token_id)
+    except NotFoundError as exc:
+        raise click.ClickException(exc.message) from None
     click.echo(f"Revoked token {row.id} of {row.user.name}")
 
 

@@ -136,7 +136,10 @@ def servers():
         yield s
     finally:
         s.stop()
-        shutil.rmtree(TMP, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -180,8 +183,17 @@ def clean_state(request):
     app = request.getfixturevalue("app")
     tables = ", ".join(t.name for t in db.metadata.sorted_tables)
     with app.app_context():
-        db.session.execute(sa.text(f"TRUNCATE {tables} CASCADE"))
-        db.session.commit()
+        for attempt in range(5):
+            try:
+                db.session.execute(sa.text(f"TRUNCATE {tables} CASCADE"))
+                db.session.commit()
+                break
+            except sa.exc.OperationalError:
+                # TRUNCATE locks table after table while the worker's sweep holds row
+                # locks: Postgres may pick it as a deadlock's victim. Try again.
+                db.session.rollback()
+                if attempt == 4:
+                    raise
     app.extensions["celery"].control.purge()
     yield
 
