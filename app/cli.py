@@ -231,10 +231,9 @@ class _Client:
             job = self("GET", f"/api/agent-jobs/{job_id}")["job"]
             if job["status"] != last:
                 last = job["status"]
-                click.echo(
-                    f"  status: {last}"
-                    + (f" (step {job['currentStep']})" if job["currentStep"] else "")
-                )
+                step = job["currentStep"]
+                where = {"WAITING_APPROVAL": f" (approval resumes at {step})"}.get(last, "")
+                click.echo(f"  status: {last}" + (where or (f" (step {step})" if step else "")))
             if job["status"] in statuses:
                 return job
             time.sleep(0.5)

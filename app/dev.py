@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import click
@@ -148,13 +149,12 @@ def run(port: int) -> None:
             # A session of its own: a terminal's Ctrl-C reaches only us, and we stop
             # the children in order (web first, the worker finishing its steps).
             children[name] = subprocess.Popen(argv, env=os.environ.copy(), start_new_session=True)
+        while not _answers(web_url):
+            _check_alive(children)
+            time.sleep(0.2)
         click.echo(_banner(web_url, pg.url, redis.url, token))
         while True:
-            for name, proc in children.items():
-                if proc.poll() is not None:
-                    raise click.ClickException(
-                        f"{name} exited with code {proc.returncode}; stopping everything"
-                    )
+            _check_alive(children)
             time.sleep(0.5)
     except Stop as stop:
         click.echo(f"\n{stop}: stopping agentq ...")
@@ -166,6 +166,21 @@ def run(port: int) -> None:
         pg.stop()
         (var / "dev.json").unlink(missing_ok=True)
         click.echo("Stopped: web, worker, beat, Redis and Postgres.")
+
+
+def _answers(web_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{web_url}/api/health", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _check_alive(children: dict[str, subprocess.Popen]) -> None:
+    """:raises click.ClickException: when one of the processes has exited."""
+    for name, proc in children.items():
+        if proc.poll() is not None:
+            raise click.ClickException(f"{name} exited with code {proc.returncode}; stopping all")
 
 
 def _prepare() -> str | None:

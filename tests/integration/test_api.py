@@ -668,3 +668,18 @@ def test_a_cancelled_job_can_be_retried(user):
     assert retried["status"] == "PENDING"
     assert retried["currentStep"] == job["currentStep"]
     assert [log["kind"] for log in retried["logs"]][-1] == "retried"
+
+
+def test_fleet_status_says_when_no_worker_answers(admin):
+    """Given no worker running, when an admin asks for the fleet, then the answer says
+    that no worker answered, within the configured timeout, and still counts the jobs."""
+    admin.enqueue("simple-task")
+
+    response = admin.request("GET", "/api/admin/agent-worker")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["worker"]["isRunning"] is False
+    assert body["worker"]["message"] == "no worker answered within 1s"
+    assert body["workers"] == []
+    assert body["jobs"]["pending"] == 1
