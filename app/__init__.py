@@ -50,6 +50,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
 
+    from app import admin
     from app import api
     from app import cli
     from app import metrics
@@ -59,6 +60,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     celery_app.init_app(app)
     app.extensions["agentq.dispatcher"] = Dispatcher(app)
     api.init_app(app)
+    admin.init_app(app)
     metrics.init_app(app)
     cli.init_app(app)
     return app

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from flask import g
 from flask import request
+from werkzeug.security import generate_password_hash
 
 from app.errors import AuthError
 from app.errors import ForbiddenError
@@ -59,6 +60,12 @@ def revoke_token(token_id: uuid.UUID) -> ApiToken:
         row.revoked_at = sa.func.clock_timestamp()
         db.session.commit()
     return row
+
+
+def set_password(user: User, password: str) -> None:
+    """Set and commit the password ``user`` signs in to the admin pages with."""
+    user.password_hash = generate_password_hash(password)
+    db.session.commit()
 
 
 def user_by_name(name: str) -> User:

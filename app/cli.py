@@ -67,6 +67,26 @@ def users_create(name: str, admin: bool) -> None:
     click.echo(token)
 
 
+@users.command("set-password")
+@click.argument("name")
+@click.password_option(help="The new password (asked for when not given).")
+@with_appcontext
+def users_set_password(name: str, password: str) -> None:
+    """Set the password user NAME signs in to the admin pages with."""
+    from app.auth import set_password
+    from app.auth import user_by_name
+    from app.errors import NotFoundError
+
+    if len(password) < 8:
+        raise click.ClickException("A password needs at least 8 characters")
+    try:
+        user = user_by_name(name)
+    except NotFoundError as exc:
+        raise click.ClickException(exc.message) from None
+    set_password(user, password)
+    click.echo(f"Set the password of {name}; sign in at /admin/login")
+
+
 @click.group()
 def tokens() -> None:
     """Manage API tokens."""

@@ -144,7 +144,7 @@ def run(port: int) -> None:
                 indent=2,
             )
         )
-        token = _prepare()
+        admin = _prepare()
         for name, argv in _processes(port, var).items():
             # A session of its own: a terminal's Ctrl-C reaches only us, and we stop
             # the children in order (web first, the worker finishing its steps).
@@ -152,7 +152,7 @@ def run(port: int) -> None:
         while not _answers(web_url):
             _check_alive(children)
             time.sleep(0.2)
-        click.echo(_banner(web_url, pg.url, redis.url, token))
+        click.echo(_banner(web_url, pg.url, redis.url, admin))
         while True:
             _check_alive(children)
             time.sleep(0.5)
@@ -183,13 +183,14 @@ def _check_alive(children: dict[str, subprocess.Popen]) -> None:
             raise click.ClickException(f"{name} exited with code {proc.returncode}; stopping all")
 
 
-def _prepare() -> str | None:
-    """Migrate, and create an admin when there is none; returns that admin's token."""
+def _prepare() -> tuple[str, str] | None:
+    """Migrate, and create an admin when there is none; returns its token and password."""
     import sqlalchemy as sa
     from flask_migrate import upgrade
 
     from app import create_app
     from app.auth import create_user
+    from app.auth import set_password
     from app.extensions import db
     from app.models import User
 
@@ -198,8 +199,10 @@ def _prepare() -> str | None:
         upgrade()
         if db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.is_admin)):
             return None
-        _user, _row, token = create_user("admin", admin=True)
-        return token
+        user, _row, token = create_user("admin", admin=True)
+        password = secrets.token_urlsafe(12)
+        set_password(user, password)
+        return token, password
 
 
 def _stop_children(children: dict[str, subprocess.Popen]) -> None:
@@ -216,21 +219,29 @@ def _stop_children(children: dict[str, subprocess.Popen]) -> None:
             proc.wait()
 
 
-def _banner(web_url: str, database_url: str, redis_url: str, token: str | None) -> str:
+def _banner(web_url: str, database_url: str, redis_url: str, admin: tuple[str, str] | None) -> str:
     lines = [
         "",
         f"agentq is running at {web_url}  (Ctrl-C stops everything)",
+        f"  admin      {web_url}/admin/",
         f"  API docs   {web_url}/api/docs",
         f"  metrics    {web_url}/api/metrics",
         f"  Postgres   {database_url}",
         f"  Redis      {redis_url}",
     ]
-    if token:
+    if admin:
+        token, password = admin
         lines += [
             "",
-            "Created the admin user 'admin'. Its API token (shown once):",
+            "Created the admin user 'admin' (shown once):",
+            f"  admin pages password: {password}",
+            "  API token:",
             f"  export TOKEN={token}",
         ]
     else:
-        lines += ["", "Make a token with: agentq tokens create admin"]
+        lines += [
+            "",
+            "Another token: agentq tokens create admin;"
+            " a new password: agentq users set-password admin",
+        ]
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from flask_login import UserMixin
 from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -43,12 +44,16 @@ CHECKPOINT_STATUSES = ("RECORDED", "PENDING", "APPROVED", "REJECTED", "EXPIRED",
 OUTCOMES = ("APPROVED", "REJECTED")
 
 
-class User(db.Model):
+class User(UserMixin, db.Model):
+    """A person or a client; admins may review checkpoints and steer the fleet."""
+
     __tablename__ = "users"
 
     id: so.Mapped[uuid.UUID] = _id()
     name: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
     is_admin: so.Mapped[bool] = so.mapped_column(server_default=sa.false())
+    #: For the admin pages' login; NULL: the user signs in with API tokens only.
+    password_hash: so.Mapped[str | None] = so.mapped_column(sa.String(255))
     created_at: so.Mapped[datetime] = _ts()
 
 

@@ -12,8 +12,10 @@ import flask_smorest
 import swagger_ui_bundle
 from flask import Flask
 from flask import jsonify
+from flask import render_template
 from flask import request
 from flask import send_from_directory
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from app.errors import AgentqError
@@ -57,6 +59,8 @@ class Api(flask_smorest.Api):
 
     def handle_http_exception(self, error: HTTPException):
         db.session.rollback()
+        if request.path.startswith("/admin"):
+            return admin_error_page(error)
         data = getattr(error, "data", None) or {}
         messages = data.get("messages")
         headers = error.get_headers()
@@ -76,6 +80,19 @@ class Api(flask_smorest.Api):
             return error_response(error.code, _code(error), text, fields, headers)
         message = data.get("message") or error.description or error.name
         return error_response(error.code or 500, _code(error), message, None, headers)
+
+
+def admin_error_page(error: HTTPException):
+    """The admin pages answer errors with a page, in the pages' layout."""
+    if isinstance(error, CSRFError):
+        description = "This form expired or did not come from this site. Reload the page and retry."
+    else:
+        description = error.description
+    page = render_template(
+        "admin/error.html", code=error.code, name=error.name, description=description
+    )
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    return page, error.code, headers
 
 
 def _code(error: HTTPException) -> str:

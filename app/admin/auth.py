@@ -1,0 +1,95 @@
+"""Signing in and out of the admin pages, and the guard every admin page uses."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from flask import Blueprint
+from flask import abort
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from flask_login import current_user
+from flask_login import login_required
+from flask_login import login_user
+from flask_login import logout_user
+from flask_wtf import FlaskForm
+from werkzeug.security import check_password_hash
+from wtforms import PasswordField
+from wtforms import StringField
+from wtforms.validators import DataRequired
+
+from app.extensions import db
+from app.models import User
+
+bp = Blueprint(
+    "admin_auth",
+    __name__,
+    url_prefix="/admin",
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
+
+#: Checked when a name is unknown, so that the answer takes as long as for a known one.
+_DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
+
+
+class LoginForm(FlaskForm):
+    name = StringField("User name", validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()])
+
+
+def admin_required(view: Callable) -> Callable:
+    """Send anonymous visitors to the login page, and answer 403 to users who are not admins."""
+
+    @functools.wraps(view)
+    @login_required
+    def wrapper(*args, **kwargs):
+        if not current_user.is_admin:
+            abort(403, description="These pages are for admins. Ask an admin for the role.")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path on this site, never another site."""
+    if target and target.startswith("/") and not urlsplit(target).netloc and "\\" not in target:
+        return target
+    return url_for("admin_checkpoints.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Sign in with a user name and password (``agentq users set-password NAME``)."""
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = db.session.execute(
+            sa.select(User).where(User.name == form.name.data)
+        ).scalar_one_or_none()
+        password_hash = user.password_hash if user and user.password_hash else _DUMMY_HASH
+        if check_password_hash(password_hash, form.password.data) and user is not None:
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")))
+        flash("Wrong user name or password.", "error")
+    return render_template("admin/login.html", form=form)
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    logout_user()
+    flash("Signed out.", "info")
+    return redirect(url_for("admin_auth.login"))
+
+
+@bp.get("")
+@bp.get("/")
+def home():
+    return redirect(url_for("admin_checkpoints.index"))
