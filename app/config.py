@@ -48,6 +48,23 @@ def sqlalchemy_url(url: str | None) -> str | None:
     return url
 
 
+def local_secret_key() -> str:
+    """A secret key kept in ``$AGENTQ_HOME/secret_key``, made on first use.
+
+    Shared by every process on this machine, so sessions and CSRF tokens made by one
+    gunicorn worker hold in the others. Several machines must share ``SECRET_KEY``.
+    """
+    path = home() / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        return path.read_text().strip()
+
+
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
 
@@ -138,7 +155,7 @@ class Config:
         )
         self.REDIS_URL = os.environ.get("REDIS_URL") or dev.get("redis_url")
         self.SECRET_KEY = (
-            os.environ.get("SECRET_KEY") or dev.get("secret_key") or secrets.token_hex()
+            os.environ.get("SECRET_KEY") or dev.get("secret_key") or local_secret_key()
         )
         self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
         #: Largest request body accepted, in bytes (413 above it).

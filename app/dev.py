@@ -25,6 +25,7 @@ from app.config import STEPS_QUEUE
 from app.config import SWEEPS_QUEUE
 from app.config import dev_state
 from app.config import home
+from app.config import local_secret_key
 
 #: Seconds each process gets to stop (a worker finishes its running steps) before SIGKILL.
 STOP_TIMEOUT = 30
@@ -36,14 +37,6 @@ class Stop(BaseException):
 
 def _raise_stop(signum, _frame) -> None:
     raise Stop(signal.Signals(signum).name)
-
-
-def _secret_key(var: Path) -> str:
-    path = var / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 def _already_running() -> int | None:
@@ -127,7 +120,7 @@ def run(port: int) -> None:
         env = {
             "DATABASE_URL": pg.url,
             "REDIS_URL": redis.url,
-            "SECRET_KEY": _secret_key(var),
+            "SECRET_KEY": local_secret_key(),
             "AGENTQ_HOME": str(var),
         }
         os.environ.update(env)

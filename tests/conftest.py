@@ -139,7 +139,11 @@ def servers():
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(TMP, ignore_errors=True)
+    """Remove the session's files, unless AGENTQ_KEEP_TEST_FILES asks to keep the logs."""
+    if os.environ.get("AGENTQ_KEEP_TEST_FILES"):
+        print(f"\nkept the worker and beat logs in {TMP}")
+    else:
+        shutil.rmtree(TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -206,6 +210,20 @@ def worker(celery_worker, app):
     celery = app.extensions["celery"]
     wait_until(lambda: celery.control.ping(timeout=0.5), 60, "the worker to answer a ping")
     return celery_worker
+
+
+def stop_worker(app, celery_worker) -> None:
+    """Stop the session's worker, if it runs, and wait until no worker answers."""
+    celery = app.extensions["celery"]
+    if celery.control.ping(timeout=0.5):
+        celery_worker.stop()
+        wait_until(lambda: not celery.control.ping(timeout=0.5), 30, "no worker to answer")
+
+
+@pytest.fixture
+def no_worker(app, celery_worker):
+    """No worker runs during the test (the ``worker`` fixture restarts it for later ones)."""
+    stop_worker(app, celery_worker)
 
 
 @pytest.fixture

@@ -10,10 +10,12 @@ started later, reconnecting) comes into line. In-flight steps finish either way.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import os
 
 from celery import Celery
 from celery import bootsteps
+from celery.worker import state as worker_state
+from celery.worker.control import inspect_command
 from flask import current_app
 
 from app import queries
@@ -26,53 +28,52 @@ log = logging.getLogger(__name__)
 RECONCILE_INTERVAL = 3.0
 
 
+@inspect_command()
+def agentq_status(state) -> dict:
+    """This worker's concurrency, the steps it runs, and whether it consumes the steps queue.
+
+    One remote-control command, so the fleet view gets one consistent reply per worker.
+    """
+    consumer = state.consumer
+    active = [r.info() for r in worker_state.active_requests if r.name.startswith("agentq.")]
+    return {
+        "concurrency": consumer.controller.concurrency,
+        "consuming": consumer.task_consumer is not None and _selected(consumer),
+        "pid": os.getpid(),
+        "active": [
+            {"id": a["id"], "name": a["name"], "jobId": (a.get("args") or [None])[0]}
+            for a in active
+        ],
+    }
+
+
 def status() -> dict:
     """The fleet as the workers report it (waiting ``FLEET_TIMEOUT`` at most) and the job counts."""
     celery = current_app.extensions["celery"]
     timeout = current_app.config["FLEET_TIMEOUT"]
-    inspect = celery.control.inspect(timeout=timeout)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        stats_f = pool.submit(inspect.stats)
-        active_f = pool.submit(inspect.active)
-        queues_f = pool.submit(inspect.active_queues)
-        replies = {}
-        errors = []
-        for name, future in (("stats", stats_f), ("active", active_f), ("queues", queues_f)):
-            try:
-                replies[name] = future.result() or {}
-            except Exception as exc:  # broker unreachable: report it, do not fail the page
-                replies[name] = {}
-                errors.append(str(exc))
-    workers = []
-    for name in sorted(replies["stats"]):
-        stats = replies["stats"][name]
-        consuming = any(q.get("name") == STEPS_QUEUE for q in replies["queues"].get(name, []))
-        active = [
-            t for t in replies["active"].get(name, []) if t.get("name", "").startswith("agentq.")
-        ]
-        workers.append(
-            {
-                "name": name,
-                "concurrency": stats.get("pool", {}).get("max-concurrency", 0),
-                "activeSteps": len(active),
-                "activeTasks": [
-                    {
-                        "id": t.get("id"),
-                        "name": t.get("name"),
-                        "jobId": (t.get("args") or [None])[0],
-                    }
-                    for t in active
-                ],
-                "consuming": consuming,
-                "pid": stats.get("pid"),
-            }
-        )
+    error = None
+    try:
+        replies = celery.control.broadcast("agentq_status", reply=True, timeout=timeout)
+    except Exception as exc:  # broker unreachable: report it, do not fail the page
+        replies, error = [], str(exc)
+    answers = {name: body for reply in replies or [] for name, body in reply.items()}
+    workers = [
+        {
+            "name": name,
+            "concurrency": body["concurrency"],
+            "activeSteps": len(body["active"]),
+            "activeTasks": body["active"],
+            "consuming": body["consuming"],
+            "pid": body["pid"],
+        }
+        for name, body in sorted(answers.items())
+    ]
     paused = state.is_paused()
     counts = queries.job_counts()
     if workers:
         message = f"{len(workers)} worker(s) answered"
     else:
-        message = f"no worker answered within {timeout:g}s" + (f" ({errors[0]})" if errors else "")
+        message = f"no worker answered within {timeout:g}s" + (f" ({error})" if error else "")
     return {
         "worker": {
             "isRunning": any(w["consuming"] for w in workers),

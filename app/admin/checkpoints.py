@@ -2,15 +2,273 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
-from flask import render_template
+import json
+import uuid
+from typing import Any
 
+import sqlalchemy.orm as so
+from flask import Blueprint
+from flask import abort
+from flask import current_app
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from flask_login import current_user
+
+from app import queries
+from app import state
 from app.admin.auth import admin_required
+from app.admin.diffs import edit_diffs
+from app.admin.diffs import file_diff
+from app.admin.diffs import proposal_diffs
+from app.admin.filters import ago
+from app.admin.filters import when
+from app.api.paging import keyset_page
+from app.errors import AgentqError
+from app.errors import AlreadyDecided
+from app.errors import InvalidTransition
+from app.extensions import db
+from app.models import Checkpoint
+from app.models import Job
+from handlers.registry import registry
+from handlers.workspace import Workspace
 
 bp = Blueprint("admin_checkpoints", __name__, url_prefix="/admin/agent-checkpoints")
+
+#: Rows of the list page: the oldest pending ones; newer ones are a "Newer" link away.
+PAGE_SIZE = 50
+#: Records shown in a data-processing preview.
+PREVIEW_ROWS = 50
+
+
+@bp.app_template_filter("pretty_json")
+def pretty_json(value: Any) -> str:
+    """JSON indented for people, non-ASCII kept as is (the template escapes it)."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _pending(job_type: str | None, cursor: str | None) -> tuple[list[Checkpoint], str | None]:
+    """A page of pending checkpoints, oldest first, their jobs and owners loaded with them.
+
+    Polled every two seconds: only the columns a row shows are read, not the data.
+    """
+    stmt = queries.pending_checkpoints(job_type=job_type).options(
+        so.load_only(Checkpoint.title, Checkpoint.created_at),
+        so.lazyload(Checkpoint.decision),
+        so.contains_eager(Checkpoint.job).load_only(
+            Job.job_type, Job.task_description, Job.priority, Job.user_id
+        ),
+    )
+    return keyset_page(stmt, Checkpoint, cursor=cursor, limit=PAGE_SIZE, descending=False)
+
+
+def _row(checkpoint: Checkpoint) -> dict:
+    """One list row as live.js renders it."""
+    job = checkpoint.job
+    return {
+        "id": str(checkpoint.id),
+        "url": url_for(".detail", checkpoint_id=checkpoint.id),
+        "title": checkpoint.title,
+        "jobType": job.job_type,
+        "taskDescription": job.task_description,
+        "owner": job.user.name,
+        "priority": job.priority,
+        "createdAt": checkpoint.created_at.isoformat(),
+        "created": when(checkpoint.created_at),
+        "age": ago(checkpoint.created_at),
+    }
+
+
+def _get_checkpoint(checkpoint_id: uuid.UUID) -> Checkpoint:
+    """:raise 404: if there is no such checkpoint."""
+    checkpoint = db.session.get(Checkpoint, checkpoint_id)
+    if checkpoint is None:
+        abort(404, description=f"There is no checkpoint {checkpoint_id}.")
+    return checkpoint
+
+
+def _files(data: Any) -> list[dict] | None:
+    """``data["files"]`` when it is a list of ``{path, content}`` strings, else None."""
+    files = data.get("files") if isinstance(data, dict) else None
+    if isinstance(files, list) and all(
+        isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("content"), str)
+        for f in files
+    ):
+        return files
+    return None
+
+
+def _workspace_diffs(checkpoint: Checkpoint, files: list[dict]) -> tuple[list, str | None]:
+    """The proposal against the job's workspace, or against nothing when it cannot be read."""
+    workspace = Workspace(current_app.config["WORKSPACE_ROOT"], str(checkpoint.job_id))
+    try:
+        return proposal_diffs(workspace, files), None
+    except (AgentqError, OSError, ValueError) as error:
+        diffs = [file_diff(f["path"], None, f["content"]) for f in files]
+        return diffs, f"The workspace could not be read ({error}); the files are shown whole."
+
+
+def _data_view(checkpoint: Checkpoint) -> dict:
+    """How to show the checkpoint's data to people: file diffs, a table of records, or JSON."""
+    data = checkpoint.data
+    files = _files(data)
+    if checkpoint.handler == "code-generation" and files is not None:
+        if checkpoint.status != state.CheckpointStatus.PENDING:
+            # Once decided, the workspace may hold the approved files: a diff against it
+            # would show nothing, so show what was proposed instead.
+            return {"kind": "files", "files": files, "diffs": None, "problem": None}
+        diffs, problem = _workspace_diffs(checkpoint, files)
+        return {"kind": "files", "files": files, "diffs": diffs, "problem": problem}
+    records = data.get("records") if isinstance(data, dict) else None
+    if (
+        checkpoint.handler == "data-processing"
+        and isinstance(records, list)
+        and all(isinstance(r, dict) for r in records)
+    ):
+        columns = data.get("columns")
+        if not isinstance(columns, list):
+            columns = sorted({key for record in records for key in record})
+        return {
+            "kind": "records",
+            "columns": columns,
+            "records": records[:PREVIEW_ROWS],
+            "total": len(records),
+        }
+    return {"kind": "json", "data": data}
+
+
+def _edit_view(checkpoint: Checkpoint) -> dict | None:
+    """What the approver changed, when they approved edited data."""
+    decision = checkpoint.decision
+    if decision is None or decision.data is None:
+        return None
+    proposed, approved = _files(checkpoint.data), _files(decision.data)
+    if proposed is not None and approved is not None:
+        return {"kind": "files", "diffs": edit_diffs(proposed, approved)}
+    return {"kind": "json", "data": decision.data}
+
+
+def _render_detail(checkpoint: Checkpoint, *, errors: dict | None = None, status: int = 200):
+    """The checkpoint page; ``errors`` are the reject form's field errors."""
+    job = checkpoint.job
+    page = render_template(
+        "admin/checkpoint.html",
+        checkpoint=checkpoint,
+        job=job,
+        logs=queries.job_logs(job.id),
+        view=_data_view(checkpoint),
+        edit=_edit_view(checkpoint),
+        errors=errors or {},
+    )
+    return page, status
+
+
+def _edited_files(checkpoint: Checkpoint) -> dict | None:
+    """The proposed files as the reviewer left them in the form; None when none was edited."""
+    files = _files(checkpoint.data)
+    if checkpoint.handler != "code-generation" or files is None:
+        return None
+    edited, changed = [], False
+    for i, f in enumerate(files):
+        content = request.form.get(f"file-{i}")
+        if content is None:
+            content = f["content"]
+        else:
+            # Browsers send a textarea's lines ending in CRLF, whatever they ended in.
+            content = content.replace("\r\n", "\n")
+            if "\r\n" in f["content"]:
+                content = content.replace("\n", "\r\n")
+        changed = changed or content != f["content"]
+        edited.append({"path": f["path"], "content": content})
+    return {"files": edited} if changed else None
+
+
+def _decided_first(checkpoint: Checkpoint) -> str:
+    """What a reviewer who came second is told: who decided first, and what."""
+    decision = checkpoint.decision
+    if decision is None:
+        return f"Already {checkpoint.status.lower()} at {when(checkpoint.decided_at)}."
+    who = decision.user.name if decision.user else "a deleted user"
+    message = f"Already {decision.outcome.lower()} by {who} at {when(decision.created_at)}"
+    if decision.outcome == state.Outcome.REJECTED and decision.reason:
+        message += f": {decision.reason}"
+    return message
+
+
+def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, **decision: Any):
+    """Record the decision, then go back to the checkpoint, flashing what happened."""
+    try:
+        state.decide(
+            checkpoint_id,
+            outcome,
+            user_id=current_user.id,
+            user_name=current_user.name,
+            ip=request.remote_addr,
+            user_agent=request.user_agent.string or None,
+            **decision,
+        )
+    except AlreadyDecided as error:
+        flash(_decided_first(error.checkpoint), "warning")
+    except InvalidTransition as error:
+        flash(error.message, "error")
+    else:
+        flash("Approved." if outcome == state.Outcome.APPROVED else "Rejected.", "success")
+    return redirect(url_for(".detail", checkpoint_id=checkpoint_id), 303)
 
 
 @bp.get("")
 @admin_required
 def index():
-    return render_template("admin/error.html", code=200, name="Checkpoints", description="")
+    """Pending checkpoints, oldest first, optionally of one job type."""
+    job_type = request.args.get("jobType") or None
+    cursor = request.args.get("cursor") or None
+    rows, next_cursor = _pending(job_type, cursor)
+    return render_template(
+        "admin/checkpoints.html",
+        checkpoints=rows,
+        job_type=job_type,
+        job_types=registry.names(),
+        cursor=cursor,
+        next_cursor=next_cursor,
+    )
+
+
+@bp.get("/live.json")
+@admin_required
+def live():
+    """The pending count (``?countOnly=1``: only it) and the list's rows, for live.js."""
+    count = queries.pending_checkpoint_count()
+    if request.args.get("countOnly"):
+        return {"count": count}
+    rows, next_cursor = _pending(request.args.get("jobType") or None, request.args.get("cursor"))
+    return {"count": count, "checkpoints": [_row(c) for c in rows], "more": bool(next_cursor)}
+
+
+@bp.get("/<uuid:checkpoint_id>")
+@admin_required
+def detail(checkpoint_id: uuid.UUID):
+    """One checkpoint: its job and logs, its data for people, and the decision forms."""
+    return _render_detail(_get_checkpoint(checkpoint_id))
+
+
+@bp.post("/<uuid:checkpoint_id>/approve")
+@admin_required
+def approve(checkpoint_id: uuid.UUID):
+    """Approve, with an optional comment and, for proposed files, the reviewer's edits."""
+    checkpoint = _get_checkpoint(checkpoint_id)
+    comment = request.form.get("comment", "").strip() or None
+    edited = _edited_files(checkpoint)
+    return _decide(checkpoint_id, state.Outcome.APPROVED, reason=comment, data=edited)
+
+
+@bp.post("/<uuid:checkpoint_id>/reject")
+@admin_required
+def reject(checkpoint_id: uuid.UUID):
+    """Reject with a reason (required): the job fails with it."""
+    reason = request.form.get("reason", "").strip()
+    if not reason:
+        errors = {"reason": "Say why: the reason is recorded and the job fails with it."}
+        return _render_detail(_get_checkpoint(checkpoint_id), errors=errors, status=422)
+    return _decide(checkpoint_id, state.Outcome.REJECTED, reason=reason)

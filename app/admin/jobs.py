@@ -1,16 +1,177 @@
-"""Admin pages: jobs, and one job's timeline."""
+"""Admin pages: jobs, and one job's facts, timeline and step ledger, with cancel and retry."""
 
 from __future__ import annotations
 
-from flask import Blueprint
-from flask import render_template
+import json
+import uuid
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from typing import Any
 
+from flask import Blueprint
+from flask import abort
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from flask_login import current_user
+from marshmallow import ValidationError
+
+from app import queries
+from app import state
 from app.admin.auth import admin_required
+from app.admin.diffs import FileDiff
+from app.admin.diffs import edit_diffs
+from app.api.paging import keyset_page
+from app.errors import InvalidTransition
+from app.errors import NotFoundError
+from app.extensions import db
+from app.models import Checkpoint
+from app.models import Job
+from app.schemas import JobListArgs
+from handlers.registry import registry
 
 bp = Blueprint("admin_jobs", __name__, url_prefix="/admin/jobs")
+
+#: Jobs on one page of the list.
+PAGE_SIZE = 50
+CANCELLABLE = {state.JobStatus.PENDING, state.JobStatus.RUNNING, state.JobStatus.WAITING_APPROVAL}
+RETRYABLE = {state.JobStatus.FAILED, state.JobStatus.CANCELLED}
+
+
+@dataclass
+class Entry:
+    """One line of a job's timeline: a log, a checkpoint opening, or a decision on one."""
+
+    at: datetime
+    kind: str
+    item: Any
+    #: For a decision: what the reviewer changed in the proposed files before approving.
+    edits: list[FileDiff] = field(default_factory=list)
+
+
+def get_job_or_404(job_id: uuid.UUID) -> Job:
+    """:raise 404: when there is no such job."""
+    try:
+        return queries.get_job(job_id)
+    except NotFoundError:
+        abort(404, description=f"There is no job {job_id}.")
+
+
+def pretty(value: Any) -> str:
+    """JSON data for people: indented, non-ASCII kept."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def _files(data: Any) -> list[dict] | None:
+    """The ``files`` of code-generation data, or None when ``data`` holds none."""
+    files = data.get("files") if isinstance(data, dict) else None
+    if isinstance(files, list) and all(
+        isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("content"), str)
+        for f in files
+    ):
+        return files
+    return None
+
+
+def timeline(logs: list, checkpoints: list[Checkpoint]) -> list[Entry]:
+    """Logs, checkpoints and decisions in time order.
+
+    The log lines written with a checkpoint or a decision are left out: their own entries
+    say the same, with the data, the address a decision came from and the reviewer's edits.
+    """
+    told = {(c.step, "checkpoint") for c in checkpoints}
+    told |= {(c.step, c.decision.outcome.lower()) for c in checkpoints if c.decision}
+    entries = [
+        Entry(log.created_at, "log", log) for log in logs if (log.step, log.kind) not in told
+    ]
+    for c in checkpoints:
+        entries.append(Entry(c.created_at, "checkpoint", c))
+        if c.decision:
+            proposed, approved = _files(c.data), _files(c.decision.data)
+            edits = edit_diffs(proposed, approved) if proposed is not None and approved else []
+            entries.append(Entry(c.decision.created_at, "decision", c, edits))
+    return sorted(entries, key=lambda e: e.at)
 
 
 @bp.get("")
 @admin_required
 def index():
-    return render_template("admin/error.html", code=200, name="Jobs", description="")
+    """Jobs, newest first, filtered by status and job type, a page at a time."""
+    raw = {k: request.args[k] for k in ("status", "jobType", "cursor") if request.args.get(k)}
+    try:
+        args = JobListArgs().load(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.messages.items())
+        abort(400, description=f"Not a filter of this page: {problems}")
+    stmt = queries.jobs(user_id=None, status=args.get("status"), job_type=args.get("job_type"))
+    jobs, cursor = keyset_page(
+        stmt, Job, cursor=args.get("cursor"), limit=PAGE_SIZE, descending=True
+    )
+    waiting = db.session.scalars(
+        queries.pending_checkpoints().where(Checkpoint.job_id.in_([job.id for job in jobs]))
+    ).unique()
+    filters = {k: v for k, v in raw.items() if k != "cursor"}
+    # A job type no handler serves any more can still be filtered on.
+    job_types = sorted({*registry.names(), filters.get("jobType")} - {None})
+    return render_template(
+        "admin/jobs.html",
+        jobs=jobs,
+        next_cursor=cursor,
+        pending={c.job_id: c for c in waiting},
+        filters=filters,
+        paged="cursor" in raw,
+        statuses=[s.value for s in state.JobStatus],
+        job_types=job_types,
+    )
+
+
+@bp.get("/<uuid:job_id>")
+@admin_required
+def detail(job_id: uuid.UUID):
+    """A job: its facts, timeline, step ledger, and the actions its status allows."""
+    job = get_job_or_404(job_id)
+    checkpoints = queries.job_checkpoints(job.id)
+    return render_template(
+        "admin/job.html",
+        job=job,
+        entries=timeline(queries.job_logs(job.id), checkpoints),
+        steps=queries.job_steps(job.id),
+        pending=next((c for c in checkpoints if c.status == "PENDING"), None),
+        can_cancel=job.status in CANCELLABLE,
+        can_retry=job.status in RETRYABLE,
+        pretty=pretty,
+    )
+
+
+def _act(job_id: uuid.UUID, action, verb: str):
+    """Run ``action`` on the job as the signed-in admin, then back to the job with a flash."""
+    get_job_or_404(job_id)
+    try:
+        job = action(job_id, by=current_user.name)
+    except InvalidTransition as exc:
+        db.session.rollback()
+        now = (exc.details or {}).get("status", "in another state")
+        flash(f"Not {verb}: the job is {now} now.", "error")
+    else:
+        if job.status == state.JobStatus.CANCELLED:
+            flash("Job cancelled.", "success")
+        else:
+            flash(f"Job queued again at step {job.current_step}.", "success")
+    return redirect(url_for(".detail", job_id=job_id), 303)
+
+
+@bp.post("/<uuid:job_id>/cancel")
+@admin_required
+def cancel(job_id: uuid.UUID):
+    """Cancel a job that is pending, running or waiting for approval."""
+    return _act(job_id, state.cancel, "cancelled")
+
+
+@bp.post("/<uuid:job_id>/retry")
+@admin_required
+def retry(job_id: uuid.UUID):
+    """Queue a failed or cancelled job again at the step where it stopped."""
+    return _act(job_id, state.retry, "retried")

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import wait_until
+from tests.conftest import stop_worker
 
 pytestmark = [pytest.mark.integration]
 
@@ -21,15 +21,12 @@ SEED_JOB_TYPES = ("simple-task", "code-generation", "data-processing")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_worker(request, app):
+def jobs_stay_pending(app, celery_worker):
     """Keep jobs PENDING: stop a worker an earlier module left running.
 
     The ``worker`` fixture restarts it for the tests that need one.
     """
-    celery = app.extensions["celery"]
-    if celery.control.ping(timeout=0.5):
-        request.getfixturevalue("celery_worker").stop()
-        wait_until(lambda: not celery.control.ping(timeout=0.5), 30, "no worker to answer")
+    stop_worker(app, celery_worker)
 
 
 def rows(app) -> dict[str, int]:

@@ -1,0 +1,277 @@
+"""The checkpoint pages through the Flask test client, without a worker.
+
+A pending checkpoint is made the way a worker makes one: enqueue, claim the first
+step, finish it with an APPROVAL_REQUIRED checkpoint (``app.state``).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.integration]
+
+PASSWORD = "correct horse battery"
+FILES = [
+    {"path": "lib/auth.py", "content": "def check(token):\n    return bool(token)\n"},
+    {"path": "README.md", "content": "# Auth\n"},
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_worker(request, app):
+    """Keep jobs where the tests put them: stop a worker an earlier module left running."""
+    celery = app.extensions["celery"]
+    if celery.control.ping(timeout=0.5):
+        request.getfixturevalue("celery_worker").stop()
+        wait_until(lambda: not celery.control.ping(timeout=0.5), 30, "no worker to answer")
+
+
+def csrf_token(page: str) -> str:
+    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+
+
+def sign_in(app, client, user) -> None:
+    """Give ``user`` a password and sign the test client in through the login form."""
+    from app.auth import set_password
+    from app.extensions import db
+    from app.models import User
+
+    with app.app_context():
+        set_password(db.session.get(User, user.id), PASSWORD)
+    token = csrf_token(client.get("/admin/login").get_data(as_text=True))
+    response = client.post(
+        "/admin/login", data={"name": user.name, "password": PASSWORD, "csrf_token": token}
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+
+
+@pytest.fixture
+def reviewer(app, client, admin):
+    sign_in(app, client, admin)
+    return admin
+
+
+def park(app, owner, job_type="code-generation", data=None, **job) -> str:
+    """A job of ``owner`` parked at a pending checkpoint opened by its first step; its id."""
+    from app import state
+    from app.extensions import db
+    from app.models import Checkpoint
+    from handlers.registry import registry
+
+    data = {"files": FILES} if data is None else data
+    with app.app_context():
+        parked = state.enqueue(
+            user_id=owner.id,
+            job_type=job_type,
+            task_description=job.get("description", "Write the auth module"),
+            input_data=job.get("input", data),
+            priority=job.get("priority", 5),
+        )
+        step = registry.get(job_type).steps[0].name
+        claim = state.claim_step(parked.id, step, worker="tests", task_id=None, lease_seconds=60)
+        checkpoint = {
+            "type": "APPROVAL_REQUIRED",
+            "title": job.get("title", "Review"),
+            "data": data,
+        }
+        assert state.finish_step(claim, {}, [checkpoint], chain_continues=False) == "waiting"
+        return str(
+            db.session.scalar(sa.select(Checkpoint.id).where(Checkpoint.job_id == parked.id))
+        )
+
+
+def stored(app, checkpoint_id: str):
+    """The checkpoint's status, its decision (or None) and its job's status."""
+    from app.extensions import db
+    from app.models import Checkpoint
+
+    with app.app_context():
+        checkpoint = db.session.get(Checkpoint, uuid.UUID(checkpoint_id))
+        return checkpoint.status, checkpoint.decision, checkpoint.job.status
+
+
+def post(client, path: str, **form):
+    token = csrf_token(client.get(path.rsplit("/", 1)[0]).get_data(as_text=True))
+    return client.post(path, data={"csrf_token": token, **form})
+
+
+def test_anonymous_visitors_sign_in_and_users_get_403(app, client, user):
+    assert client.get("/admin/agent-checkpoints").status_code == 302
+    assert client.get("/admin/agent-checkpoints/live.json").status_code == 302
+    sign_in(app, client, user)
+    assert client.get("/admin/agent-checkpoints").status_code == 403
+    assert client.get("/admin/agent-checkpoints/live.json").status_code == 403
+
+
+def test_list_shows_pending_checkpoints_oldest_first(app, client, reviewer, user):
+    first = park(app, user, description="First job", priority=9)
+    second = park(app, user, description="Second job", priority=2)
+
+    page = client.get("/admin/agent-checkpoints").get_data(as_text=True)
+
+    assert "<title>(2) Pending checkpoints · agentq</title>" in page
+    rows = re.findall(r'<tr data-checkpoint-id="([^"]+)">', page)
+    assert rows == [first, second]
+    assert f'href="/admin/agent-checkpoints/{first}">First job</a>' in page
+    assert "prio prio-high" in page and ">user</td>" in page
+    assert 'id="pending-badge" aria-label="2 pending">2<' in page
+    assert "No pending checkpoints" not in page
+
+
+def test_filter_by_job_type(app, client, reviewer, user):
+    park(app, user)
+    records = {"records": [{"name": "ada"}], "columns": ["name"]}
+    data_id = park(app, user, "data-processing", data=records, description="Clean names")
+
+    page = client.get("/admin/agent-checkpoints?jobType=data-processing").get_data(as_text=True)
+
+    assert re.findall(r'<tr data-checkpoint-id="([^"]+)">', page) == [data_id]
+    assert '<option value="data-processing" selected>' in page
+    assert "<title>(2) Pending checkpoints · agentq</title>" in page
+    empty = client.get("/admin/agent-checkpoints?jobType=simple-task").get_data(as_text=True)
+    assert "No pending checkpoints" in empty
+
+
+def test_live_json_lists_rows_and_counts(app, client, reviewer, user):
+    checkpoint_id = park(app, user, description="Live job", priority=7)
+
+    body = client.get("/admin/agent-checkpoints/live.json").get_json()
+
+    assert body["count"] == 1
+    [row] = body["checkpoints"]
+    assert row["id"] == checkpoint_id
+    assert row["url"] == f"/admin/agent-checkpoints/{checkpoint_id}"
+    assert (row["jobType"], row["taskDescription"], row["owner"], row["priority"]) == (
+        "code-generation",
+        "Live job",
+        "user",
+        7,
+    )
+    assert row["age"].endswith("s") and row["createdAt"]
+    assert client.get("/admin/agent-checkpoints/live.json?countOnly=1").get_json() == {"count": 1}
+    filtered = client.get("/admin/agent-checkpoints/live.json?jobType=data-processing").get_json()
+    assert filtered["count"] == 1 and filtered["checkpoints"] == []
+
+
+def test_detail_shows_the_job_logs_diffs_and_forms(app, client, reviewer, user):
+    checkpoint_id = park(app, user, title="Review file changes")
+
+    page = client.get(f"/admin/agent-checkpoints/{checkpoint_id}").get_data(as_text=True)
+
+    assert "<h1>Review file changes</h1>" in page
+    assert "Write the auth module" in page
+    assert '<span class="line add">+def check(token):</span>' in page
+    assert page.index("Job queued at priority 5") < page.index("APPROVAL_REQUIRED checkpoint")
+    assert '<label for="file-0">Edit lib/auth.py</label>' in page
+    assert '<label for="file-1">Edit README.md</label>' in page
+    # The newline after <textarea> is dropped by the parser, so the content is exact.
+    assert 'name="file-1" rows="4" spellcheck="false" autocapitalize="off">\n# Auth\n<' in page
+    assert f'action="/admin/agent-checkpoints/{checkpoint_id}/approve"' in page
+    assert f'action="/admin/agent-checkpoints/{checkpoint_id}/reject"' in page
+    assert 'id="reject-reason" name="reason" rows="3" required' in page
+    assert 'id="decision"' not in page
+
+
+def test_approve_as_proposed(app, client, reviewer, user):
+    checkpoint_id = park(app, user)
+    path = f"/admin/agent-checkpoints/{checkpoint_id}"
+    form = {f"file-{i}": f["content"].replace("\n", "\r\n") for i, f in enumerate(FILES)}
+
+    response = post(client, f"{path}/approve", comment="Looks right", **form)
+
+    assert response.status_code == 303 and response.location == path
+    status, decision, job_status = stored(app, checkpoint_id)
+    assert (status, job_status) == ("APPROVED", "PENDING")
+    assert decision.data is None and decision.reason == "Looks right"
+    assert decision.ip == "127.0.0.1"
+    page = client.get(path).get_data(as_text=True)
+    assert "Approved." in page
+    assert re.search(r"<strong>Approved</strong>\s+by admin · <time", page)
+    assert "Looks right" in page and '<form method="post" action="' + path not in page
+
+
+def test_approve_with_an_edited_file(app, client, reviewer, user):
+    checkpoint_id = park(app, user)
+    path = f"/admin/agent-checkpoints/{checkpoint_id}"
+    edited = "def check(token):\r\n    return token.startswith('aq_')\r\n"
+
+    post(client, f"{path}/approve", **{"file-0": edited, "file-1": FILES[1]["content"]})
+
+    _status, decision, _job = stored(app, checkpoint_id)
+    assert decision.data == {
+        "files": [{"path": "lib/auth.py", "content": edited.replace("\r\n", "\n")}, FILES[1]]
+    }
+    page = client.get(path).get_data(as_text=True)
+    assert "Edited before approval" in page
+    assert '<span class="line add">+    return token.startswith(&#39;aq_&#39;)</span>' in page
+    assert '<span class="line del">-    return bool(token)</span>' in page
+
+
+def test_reject_needs_a_reason(app, client, reviewer, user):
+    checkpoint_id = park(app, user)
+    path = f"/admin/agent-checkpoints/{checkpoint_id}"
+
+    response = post(client, f"{path}/reject", reason="  ")
+
+    assert response.status_code == 422
+    assert 'id="reject-reason-error"' in response.get_data(as_text=True)
+    assert stored(app, checkpoint_id)[0] == "PENDING"
+    response = post(client, f"{path}/reject", reason="Not safe")
+    assert response.status_code == 303
+    status, decision, job_status = stored(app, checkpoint_id)
+    assert (status, job_status, decision.reason) == ("REJECTED", "FAILED", "Not safe")
+    page = client.get(path).get_data(as_text=True)
+    assert "Rejected." in page and 'id="decision"' in page and "Not safe" in page
+
+
+def test_someone_else_decided_first(app, client, reviewer, user):
+    checkpoint_id = park(app, user)
+    path = f"/admin/agent-checkpoints/{checkpoint_id}"
+    token = csrf_token(client.get(path).get_data(as_text=True))
+    assert reviewer.reject(checkpoint_id, "Duplicate").status_code == 200
+
+    response = client.post(f"{path}/approve", data={"csrf_token": token}, follow_redirects=True)
+
+    page = response.get_data(as_text=True)
+    assert re.search(r"flash-warning[^>]*>Already rejected by admin at [^<]+ UTC: Duplicate<", page)
+    assert 'id="decision"' in page
+    assert stored(app, checkpoint_id)[0] == "REJECTED"
+
+
+def test_forms_without_a_csrf_token_are_refused(app, client, reviewer, user):
+    checkpoint_id = park(app, user)
+
+    response = client.post(f"/admin/agent-checkpoints/{checkpoint_id}/approve", data={})
+
+    assert response.status_code == 400
+    assert stored(app, checkpoint_id)[0] == "PENDING"
+
+
+def test_data_processing_records_show_as_a_table(app, client, reviewer, user):
+    data = {"records": [{"name": "ada", "age": 36}, {"name": "<b>"}], "columns": ["age", "name"]}
+    checkpoint_id = park(app, user, "data-processing", data=data)
+
+    page = client.get(f"/admin/agent-checkpoints/{checkpoint_id}").get_data(as_text=True)
+
+    assert re.search(r'<th scope="col">age</th><th scope="col">name</th>', page)
+    assert "<td><code>36</code></td><td>ada</td>" in page
+    assert "<td>&lt;b&gt;</td>" in page
+    assert 'id="file-0"' not in page
+
+
+def test_other_data_shows_as_json(app, client, reviewer, user):
+    checkpoint_id = park(app, user, "simple-task", data={"plan": ["a", "b"]}, input={})
+
+    page = client.get(f"/admin/agent-checkpoints/{checkpoint_id}").get_data(as_text=True)
+
+    assert '<pre class="json">{\n  &#34;plan&#34;: [\n    &#34;a&#34;,' in page
+
+
+def test_unknown_checkpoint_is_404(client, reviewer):
+    assert client.get(f"/admin/agent-checkpoints/{uuid.uuid4()}").status_code == 404
