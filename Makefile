@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: help install run test lint format clean
+.PHONY: help install run test screenshots lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ run: install ## Run web, worker and beat on embedded Postgres and Redis (PORT=80
 
 test: install ## Run the test suite (extra pytest arguments: make test ARGS="-k cancel")
 	$(BIN)/pytest $(ARGS)
+
+screenshots: install ## Retake the README's screenshots of the admin pages (needs Chromium)
+	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/browser -q
 
 lint: install ## Check style with ruff
 	$(BIN)/ruff check .

@@ -18,10 +18,15 @@ from werkzeug.serving import make_server
 
 from app.embedded import free_port
 from tests.conftest import ROOT
+from tests.conftest import TMP
 from tests.conftest import ApiUser
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+#: The README's screenshots are rewritten by `make screenshots` (UPDATE_SCREENSHOTS=1);
+#: other runs take them all the same, into the session's temporary directory.
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS") else TMP / "screenshots"
+)
 #: Chromium flags for a closed network and a root user (see shared/notes).
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -92,7 +97,7 @@ def sign_in(page, base_url: str, user: ApiUser, password: str = PASSWORD) -> Non
 
 
 def screenshot(page, name: str) -> Path:
-    """Save what the admin sees as docs/screenshots/<name>.png (shown in the README)."""
+    """Save what the admin sees as <name>.png (docs/screenshots/ with UPDATE_SCREENSHOTS)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
