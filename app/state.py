@@ -96,7 +96,6 @@ class Outcome(StrEnum):
     REJECTED = "REJECTED"
 
 
-FINAL = {JobStatus.COMPLETED}
 #: Which statuses each status may move to.
 ALLOWED: dict[JobStatus, set[JobStatus]] = {
     # PENDING -> PENDING: a stalled job dispatched again.
@@ -119,6 +118,10 @@ ALLOWED: dict[JobStatus, set[JobStatus]] = {
     JobStatus.FAILED: {JobStatus.PENDING},
     JobStatus.CANCELLED: {JobStatus.PENDING},
 }
+
+
+#: Statuses a job never leaves.
+FINAL = {status for status, targets in ALLOWED.items() if not targets}
 
 
 def sources(target: JobStatus) -> list[str]:
