@@ -53,10 +53,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app import admin
     from app import api
     from app import cli
+    from app import logs
     from app import metrics
+    from app import sentry
     from worker import celery_app
     from worker.outbox import Dispatcher
 
+    # Logs first: the request id is bound before any other hook may answer a request.
+    logs.init_app(app)
+    sentry.init_app(app)
     celery_app.init_app(app)
     app.extensions["agentq.dispatcher"] = Dispatcher(app)
     api.init_app(app)

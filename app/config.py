@@ -174,6 +174,20 @@ class Config:
         self.FLEET_TIMEOUT = _env_float("FLEET_TIMEOUT", 1.0)
         #: Reverse proxies in front of the web process whose X-Forwarded-* headers to trust.
         self.PROXY_FIX_HOPS = _env_int("PROXY_FIX_HOPS", 0)
+        #: Port on which each Celery worker serves its processes' metrics (0: none).
+        self.WORKER_METRICS_PORT = _env_int("WORKER_METRICS_PORT", 9808)
+        #: Address the worker's metrics port listens on.
+        self.WORKER_METRICS_ADDR = os.environ.get("WORKER_METRICS_ADDR") or "0.0.0.0"
+        #: Sentry's DSN; unset: no Sentry at all (``app.sentry``).
+        self.SENTRY_DSN = os.environ.get("SENTRY_DSN") or None
+        #: The environment Sentry files events under (production, staging, ...).
+        self.SENTRY_ENVIRONMENT = os.environ.get("SENTRY_ENVIRONMENT") or None
+        #: Share of requests and steps traced for Sentry's performance view, 0 to 1; unset: none.
+        self.SENTRY_TRACES_SAMPLE_RATE = (
+            float(os.environ["SENTRY_TRACES_SAMPLE_RATE"])
+            if os.environ.get("SENTRY_TRACES_SAMPLE_RATE")
+            else None
+        )
         #: Extra handler modules to register, comma-separated (``handlers/`` is always loaded).
         self.HANDLER_MODULES = [
             m.strip()

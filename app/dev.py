@@ -57,6 +57,9 @@ def _processes(port: int, var: Path) -> dict[str, list[str]]:
             python,
             "-m",
             "gunicorn",
+            # Hooks that sum the metrics of every gunicorn worker on /api/metrics.
+            "--config",
+            "python:app.gunicorn_conf",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
@@ -89,6 +92,8 @@ def _processes(port: int, var: Path) -> dict[str, list[str]]:
             "celery",
             "-A",
             "worker",
+            # Beat prints its banner before logging is set up: not in JSON logs.
+            *(["--quiet"] if os.environ.get("LOG_FORMAT") != "text" else []),
             "beat",
             "--loglevel",
             "INFO",
@@ -122,6 +127,9 @@ def run(port: int) -> None:
             "REDIS_URL": redis.url,
             "SECRET_KEY": local_secret_key(),
             "AGENTQ_HOME": str(var),
+            # Plain lines for a person at a terminal, JSON when the output goes elsewhere.
+            "LOG_FORMAT": os.environ.get("LOG_FORMAT")
+            or ("text" if sys.stdout.isatty() else "json"),
         }
         os.environ.update(env)
         web_url = f"http://127.0.0.1:{port}"

@@ -1,21 +1,70 @@
-"""``/api/metrics``: the guide's gauges, counted from Postgres at scrape time."""
+"""``/api/metrics``: the web side of agentq's Prometheus metrics.
+
+One scrape of ``/api/metrics`` returns
+
+- counts of states, read from Postgres at scrape time so that every process agrees:
+  the guide's ``agent_jobs_total{status}``, ``agent_checkpoints_pending`` and
+  ``agent_worker_active_jobs``, ``agentq_checkpoint_oldest_pending_age_seconds`` (what
+  an alert on a checkpoint waiting too long needs), ``agentq_outbox_backlog`` and
+  ``agentq_outbox_oldest_age_seconds``;
+- ``agentq_queue_depth{queue}``, the messages waiting in each Celery queue on Redis;
+- the event metrics (``app.instruments``) and HTTP metrics (prometheus-flask-exporter,
+  ``flask_http_request_*`` by ``url_rule``) of the web processes: of every gunicorn
+  worker, summed through the multiprocess directory that ``app.gunicorn_conf`` sets up,
+  or of this process alone when there is none (tests, ``flask run``).
+
+Each Celery worker serves its own processes' event metrics on a port of its own
+(``worker.metrics``): workers may run on machines that share no filesystem with the web.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterable
+from collections.abc import Iterator
+
 from flask import Flask
 from flask import Response
-from prometheus_client import CONTENT_TYPE_LATEST
+from flask import current_app
+from flask import request
 from prometheus_client import CollectorRegistry
-from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_flask_exporter import PrometheusMetrics
 
+from app import instruments
+from app import multiproc
 from app import queries
+from app.config import STEPS_QUEUE
+from app.config import SWEEPS_QUEUE
+from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+#: The Celery queues whose depth is reported.
+QUEUES = (STEPS_QUEUE, SWEEPS_QUEUE)
 
 
-class DatabaseCollector:
-    """Counts of states, read from Postgres on every scrape, so every process agrees."""
+class ScrapeCollector:
+    """Figures read at scrape time from Postgres and Redis.
 
-    def collect(self):
+    A part that cannot be read (database or broker down) is left out of the scrape and
+    logged; the rest is still served.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        for part in (self._jobs, self._outbox, self._queues):
+            try:
+                yield from list(part())
+            except Exception:  # the scrape goes on without this part; its absence alerts
+                log.exception("metrics: reading %s failed", part.__name__.lstrip("_"))
+                with contextlib.suppress(Exception):  # a failed query aborts the transaction
+                    db.session.rollback()
+
+    def _jobs(self) -> Iterable[Metric]:
         jobs = GaugeMetricFamily(
             "agent_jobs_total", "Total number of agent jobs by status", labels=["status"]
         )
@@ -29,15 +78,72 @@ class DatabaseCollector:
             value=queries.pending_checkpoint_count(),
         )
         yield GaugeMetricFamily(
+            "agentq_checkpoint_oldest_pending_age_seconds",
+            "Seconds since the oldest pending checkpoint was created (0 when none is pending)",
+            value=queries.oldest_pending_checkpoint_age(),
+        )
+        yield GaugeMetricFamily(
             "agent_worker_active_jobs", "Currently active jobs", value=counts["RUNNING"]
         )
 
+    def _outbox(self) -> Iterable[Metric]:
+        row = queries.outbox_backlog()
+        yield GaugeMetricFamily(
+            "agentq_outbox_backlog",
+            "Dispatch intents (outbox rows) not yet published to the broker",
+            value=row.backlog,
+        )
+        yield GaugeMetricFamily(
+            "agentq_outbox_oldest_age_seconds",
+            "Seconds since the oldest outbox row was written (0 when there is none)",
+            value=row.oldest_age,
+        )
+
+    def _queues(self) -> Iterable[Metric]:
+        depth = GaugeMetricFamily(
+            "agentq_queue_depth",
+            "Messages waiting in a Celery queue on Redis, every priority level summed",
+            labels=["queue"],
+        )
+        with current_app.extensions["celery"].connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            channel = conn.default_channel
+            for queue in QUEUES:
+                # kombu keeps one Redis list per priority level; its channel knows the
+                # levels and key names agentq's transport uses (app.config, worker.transport).
+                depth.add_metric([queue], channel._size(queue))
+        yield depth
+
+
+class _Registries:
+    """Several registries served as one."""
+
+    def __init__(self, *registries: CollectorRegistry) -> None:
+        self.registries = registries
+
+    def collect(self) -> Iterator[Metric]:
+        for registry in self.registries:
+            yield from registry.collect()
+
 
 def init_app(app: Flask) -> None:
+    """Instrument the app's requests and serve ``/api/metrics``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector())
+    registry.register(ScrapeCollector())
+    # Each app gets its own exporter registry: a second PrometheusMetrics on a shared
+    # registry finds its metrics already there and silently instruments nothing.
+    http = CollectorRegistry(auto_describe=True)
+    if app.config.get("HTTP_METRICS", True):
+        PrometheusMetrics(app, path=None, group_by="url_rule", registry=http)
+    directory = multiproc.current()
+    if directory:
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry.register(_Registries(instruments.REGISTRY, http))
 
     @app.get("/api/metrics")
+    @PrometheusMetrics.do_not_track()
     def metrics():
         """Prometheus text format."""
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        encode, content_type = choose_encoder(request.headers.get("Accept"))
+        return Response(encode(registry), headers={"Content-Type": content_type})

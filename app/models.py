@@ -234,6 +234,10 @@ class Outbox(db.Model):
     available_at: so.Mapped[datetime] = _ts()
     attempts: so.Mapped[int] = so.mapped_column(server_default=sa.text("0"))
     last_error: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    #: The Sentry trace (``sentry-trace`` header) of the transaction that wrote the row, and
+    #: its ``baggage``: publishing continues it, so a job's steps join the request's trace.
+    traceparent: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    baggage: so.Mapped[str | None] = so.mapped_column(sa.Text)
 
 
 class FleetState(db.Model):

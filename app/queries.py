@@ -106,6 +106,7 @@ def last_decision(job_id: uuid.UUID) -> handlers.Decision | None:
         reason=decision.reason,
         data=decision.data,
         proposed=proposed,
+        checkpoint_id=str(decision.checkpoint_id),
     )
 
 
@@ -124,6 +125,11 @@ def pending_checkpoint_count() -> int:
     )
 
 
+def oldest_pending_checkpoint_age() -> float:
+    """Seconds since the oldest pending checkpoint's creation (0 when none is pending)."""
+    return db.session.scalar(sql["oldest_pending_checkpoint_age"])
+
+
 def lapsed_leases(limit: int = 100) -> list[sa.Row]:
     return db.session.execute(sql["lapsed_leases"], {"limit": limit}).all()
 
@@ -136,3 +142,31 @@ def stalled_jobs(stall_seconds: float, limit: int = 100) -> list[sa.Row]:
 
 def expired_checkpoints(limit: int = 100) -> list[uuid.UUID]:
     return list(db.session.scalars(sql["expired_checkpoints"], {"limit": limit}))
+
+
+def outbox_backlog() -> sa.Row:
+    """``backlog``: outbox rows not yet published; ``oldest_age``: seconds since the oldest's
+    creation (0 when there is none)."""
+    return db.session.execute(sql["outbox_backlog"]).one()
+
+
+def pending_checkpoint_id(job_id: uuid.UUID) -> uuid.UUID | None:
+    """The job's pending checkpoint (there is at most one), or None."""
+    return db.session.scalar(
+        sa.select(Checkpoint.id).where(Checkpoint.job_id == job_id, Checkpoint.status == "PENDING")
+    )
+
+
+def recent_job_logs(job_id: uuid.UUID, limit: int = 100) -> list[sa.Row]:
+    """The job's latest log lines, oldest first, on a connection of their own.
+
+    Safe to call while the session's transaction is failing (Sentry reads them then).
+    """
+    stmt = (
+        sa.select(JobLog.created_at, JobLog.kind, JobLog.step, JobLog.message)
+        .where(JobLog.job_id == job_id)
+        .order_by(JobLog.created_at.desc(), JobLog.id.desc())
+        .limit(limit)
+    )
+    with db.engine.connect() as conn:
+        return list(reversed(conn.execute(stmt).all()))

@@ -30,6 +30,8 @@ from flask import current_app
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
+from app import instruments
+from app import sentry
 from app.errors import AlreadyDecided
 from app.errors import ConflictError
 from app.errors import InvalidTransition
@@ -172,8 +174,11 @@ def _transition(
 
 
 def _outbox(job_id: uuid.UUID, step: str, delay: float = 0.0) -> uuid.UUID:
-    """Add a dispatch intent for ``step`` of the job to the current transaction."""
-    row = Outbox(job_id=job_id, step=step)
+    """Add a dispatch intent for ``step`` of the job to the current transaction.
+
+    The row keeps the current Sentry trace, which its publisher continues.
+    """
+    row = Outbox(job_id=job_id, step=step, **sentry.trace_headers())
     if delay:
         row.available_at = sa.func.clock_timestamp() + timedelta(seconds=delay)
     db.session.add(row)
@@ -250,6 +255,7 @@ def enqueue(
         existing = _by_idempotency_key(user_id, idempotency_key)
         return _same_request(existing, job_type, task_description, input_data, priority)
     add_log(job.id, "queued", f"Job queued at priority {priority}")
+    instruments.record_job_created(job_type)
     _commit([_outbox(job.id, job.current_step)])
     return job
 
@@ -308,6 +314,7 @@ def cancel(job_id: uuid.UUID, *, by: str) -> Job:
     )
     db.session.execute(sa.delete(Outbox).where(Outbox.job_id == job_id))
     add_log(job_id, "cancelled", f"Job cancelled by {by}")
+    instruments.record_job_finished(job)
     _commit()
     return job
 
@@ -434,7 +441,7 @@ def finish_step(
             )
             outcome = "advanced"
         else:
-            _transition(
+            job = _transition(
                 claim.job_id,
                 JobStatus.COMPLETED,
                 Job.claim_step_id == claim.attempt_id,
@@ -475,6 +482,7 @@ def finish_step(
         dispatch.append(_outbox(claim.job_id, nxt.name))
     if outcome == "completed":
         add_log(claim.job_id, "completed", "Job completed", step=claim.step)
+        instruments.record_job_finished(job)
     _commit(dispatch)
     return outcome
 
@@ -507,7 +515,7 @@ def fail_step(claim: Claim, *, error: str, traceback: str, permanent: bool) -> s
                 step=claim.step,
             )
         else:
-            _transition(
+            job = _transition(
                 claim.job_id,
                 JobStatus.FAILED,
                 Job.claim_step_id == claim.attempt_id,
@@ -516,6 +524,7 @@ def fail_step(claim: Claim, *, error: str, traceback: str, permanent: bool) -> s
                 finished_at=_now(),
             )
             add_log(claim.job_id, "error", f"Step {claim.step} failed: {error}", step=claim.step)
+            instruments.record_job_finished(job)
     except InvalidTransition:
         return _discard(claim, error=error, traceback=traceback)
     _close_attempt(claim, StepStatus.FAILED, error=error, traceback=traceback)
@@ -610,6 +619,7 @@ def decide(
         if existing is None:
             raise NotFoundError(f"Checkpoint {checkpoint_id} not found")
         raise AlreadyDecided(existing)
+    instruments.record_checkpoint_decided(checkpoint)
     db.session.add(
         Decision(
             checkpoint_id=checkpoint_id,
@@ -624,7 +634,7 @@ def decide(
     dispatch: list[uuid.UUID] = []
     words = f" by {user_name}" + (f": {reason}" if reason else "")
     if outcome == Outcome.REJECTED:
-        _transition(
+        job = _transition(
             checkpoint.job_id,
             JobStatus.FAILED,
             from_={JobStatus.WAITING_APPROVAL},
@@ -633,6 +643,7 @@ def decide(
             error=f"Checkpoint rejected{': ' + reason if reason else ''}",
         )
         add_log(checkpoint.job_id, "rejected", f"Checkpoint rejected{words}", step=checkpoint.step)
+        instruments.record_job_finished(job)
     elif checkpoint.resume_step is None:
         last = registry.get(checkpoint.handler).steps[-1].name
         output = db.session.execute(
@@ -645,7 +656,7 @@ def decide(
             .order_by(JobStep.attempt.desc())
             .limit(1)
         ).scalar_one_or_none()
-        _transition(
+        job = _transition(
             checkpoint.job_id,
             JobStatus.COMPLETED,
             from_={JobStatus.WAITING_APPROVAL},
@@ -653,6 +664,7 @@ def decide(
             finished_at=_now(),
         )
         add_log(checkpoint.job_id, "approved", f"Checkpoint approved{words}", step=checkpoint.step)
+        instruments.record_job_finished(job)
     else:
         _transition(
             checkpoint.job_id,
@@ -683,7 +695,7 @@ def expire_checkpoint(checkpoint_id: uuid.UUID) -> bool:
     if checkpoint is None:
         db.session.rollback()
         return False
-    _transition(
+    job = _transition(
         checkpoint.job_id,
         JobStatus.FAILED,
         from_={JobStatus.WAITING_APPROVAL},
@@ -694,6 +706,8 @@ def expire_checkpoint(checkpoint_id: uuid.UUID) -> bool:
     add_log(
         checkpoint.job_id, "expired", "Checkpoint expired before a decision", step=checkpoint.step
     )
+    instruments.record_checkpoint_decided(checkpoint)
+    instruments.record_job_finished(job)
     _commit()
     return True
 

@@ -45,6 +45,8 @@ class Decision:
     data: Any
     #: The data the checkpoint proposed.
     proposed: Any
+    #: The decided checkpoint's id.
+    checkpoint_id: str | None = None
 
 
 @dataclass

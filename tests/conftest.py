@@ -39,6 +39,9 @@ os.environ.update(
         "STALL_SECONDS": "5",
         "FLEET_TIMEOUT": "1",
         "SECRET_KEY": "tests",
+        # No metrics port for the session's worker: tests that scrape workers start their
+        # own on free ports, and parallel sessions would fight over the default.
+        "WORKER_METRICS_PORT": "0",
         # Subprocesses (the agentq script, celery) import tests.handlers from here.
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
@@ -178,8 +181,8 @@ def celery_worker(servers):
 
 @pytest.fixture(autouse=True)
 def clean_state(request):
-    """Empty tables (and queues) before each test that uses the database."""
-    if "app" not in request.fixturenames:
+    """Empty tables (and queues) before each test that uses the servers, even indirectly."""
+    if "servers" not in request.fixturenames:
         yield
         return
     from app.extensions import db
@@ -213,11 +216,11 @@ def worker(celery_worker, app):
 
 
 def stop_worker(app, celery_worker) -> None:
-    """Stop the session's worker, if it runs, and wait until no worker answers."""
+    """Stop the session's worker, if it runs (or is still starting), and wait until no
+    worker answers."""
     celery = app.extensions["celery"]
-    if celery.control.ping(timeout=0.5):
-        celery_worker.stop()
-        wait_until(lambda: not celery.control.ping(timeout=0.5), 30, "no worker to answer")
+    celery_worker.stop()
+    wait_until(lambda: not celery.control.ping(timeout=0.5), 30, "no worker to answer")
 
 
 @pytest.fixture

@@ -36,12 +36,19 @@ def init_app(flask_app: Flask) -> Celery:
 @functools.cache
 def worker_celery() -> Celery:
     """The Celery app of the worker and beat processes, with every task registered."""
+    from worker import metrics
+
+    if metrics.is_worker_command():
+        # Before anything imports prometheus_client; the pool children inherit it.
+        metrics.prepare()
+
     from app import create_app
     from worker import fleet
     from worker import steps
     from worker import sweeps
 
-    flask_app = create_app()
+    # No HTTP metrics: a worker answers no requests.
+    flask_app = create_app({"HTTP_METRICS": False})
     celery = flask_app.extensions["celery"]
     steps.register(celery)
     sweeps.register(celery)

@@ -23,6 +23,7 @@ from celery import chain
 from flask import Flask
 from flask import current_app
 
+from app import sentry
 from app.config import MAX_PRIORITY
 from app.config import STEPS_QUEUE
 from app.extensions import db
@@ -67,9 +68,11 @@ def publish(
     for row in rows:
         if row.status in RUNNABLE:
             try:
-                signature_for(
-                    celery, row.job_type, row.step, str(row.job_id), row.priority
-                ).apply_async()
+                # Continue the trace of the request or step that wrote the row.
+                with sentry.continued_trace(row.traceparent, row.baggage):
+                    signature_for(
+                        celery, row.job_type, row.step, str(row.job_id), row.priority
+                    ).apply_async()
             except Exception as exc:  # kombu and redis-py raise many kinds; all mean "not sent"
                 log.warning("outbox: publishing %s of job %s failed: %s", row.step, row.job_id, exc)
                 db.session.execute(

@@ -10,9 +10,11 @@ clears the rest of its Celery chain so that nothing after it runs.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
+import time
 import traceback
 import uuid
 
@@ -21,7 +23,10 @@ from celery import Task
 from flask import Flask
 from flask import current_app
 
+from app import instruments
+from app import logs
 from app import queries
+from app import sentry
 from app import state
 from app.errors import PermanentError
 from handlers.registry import Step
@@ -47,7 +52,9 @@ def register(celery: Celery) -> None:
 
 def _task_body(step: Step):
     def run(task: Task, job_id: str) -> str:
-        return run_step(task, step, uuid.UUID(job_id))
+        # Every log line of the task carries the job and step (app.logs).
+        with logs.bound(job_id=job_id, job_type=step.handler, step=step.name):
+            return run_step(task, step, uuid.UUID(job_id))
 
     run.__name__ = run.__qualname__ = step.task_name.replace(".", "_").replace("-", "_")
     run.__doc__ = (step.fn.__doc__ or "").strip() or f"Step {step.name} of {step.handler}"
@@ -76,6 +83,7 @@ def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
         return "skipped"
     chain_continues = bool(task.request.chain)
     ctx = _context(app, claim)
+    started = _observe_start(claim, ctx)
     with LeaseKeeper(app, claim.attempt_id, lease):
         try:
             output = _json_checked(step.fn(ctx))
@@ -86,12 +94,69 @@ def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
                 traceback=traceback.format_exc(),
                 permanent=isinstance(exc, PermanentError),
             )
+            _observe_failure(claim, exc, outcome, started)
             _stop_chain(task)
             return outcome
     outcome = state.finish_step(claim, output, ctx.checkpoints, chain_continues=chain_continues)
+    _observe_finish(claim, outcome, started)
     if outcome != "advanced":
         _stop_chain(task)
     return outcome
+
+
+def _observe_start(claim: state.Claim, ctx: StepContext) -> float:
+    """Log the attempt and tag it for Sentry; returns its start time (``time.monotonic``)."""
+    checkpoint_id = ctx.decision.checkpoint_id if ctx.decision else None
+    logs.bind(checkpoint_id=checkpoint_id)
+    sentry.tag_step(
+        job_id=claim.job_id, job_type=claim.job_type, step=claim.step, checkpoint_id=checkpoint_id
+    )
+    log.info(
+        "step %s of job %s: attempt %s started",
+        claim.step,
+        claim.job_id,
+        claim.attempt,
+        extra={"attempt": claim.attempt},
+    )
+    return time.monotonic()
+
+
+def _observe_failure(claim: state.Claim, exc: Exception, outcome: str, started: float) -> None:
+    """Log a step's exception, count it, and send it to Sentry (the job's logs as breadcrumbs)."""
+    instruments.record_step(claim, outcome, time.monotonic() - started)
+    log.warning(
+        "step %s of job %s: %s: %s: %s",
+        claim.step,
+        claim.job_id,
+        outcome,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+        extra=_outcome_fields(claim, outcome, started),
+    )
+    sentry.capture_step_error(exc, outcome=outcome)
+
+
+def _observe_finish(claim: state.Claim, outcome: str, started: float) -> None:
+    """Log and count the step's outcome."""
+    instruments.record_step(claim, outcome, time.monotonic() - started)
+    if outcome == "waiting":
+        # The step opened an approval checkpoint: later lines and events name it.
+        checkpoint_id = queries.pending_checkpoint_id(claim.job_id)
+        logs.bind(checkpoint_id=checkpoint_id)
+        sentry.tag(checkpoint_id=checkpoint_id)
+    log.info(
+        "step %s of job %s: %s",
+        claim.step,
+        claim.job_id,
+        outcome,
+        extra=_outcome_fields(claim, outcome, started),
+    )
+
+
+def _outcome_fields(claim: state.Claim, outcome: str, started: float) -> dict:
+    duration_ms = round((time.monotonic() - started) * 1000)
+    return {"attempt": claim.attempt, "outcome": outcome, "duration_ms": duration_ms}
 
 
 def _json_checked(output):
@@ -134,7 +199,13 @@ class LeaseKeeper:
         self.attempt_id = attempt_id
         self.lease_seconds = lease_seconds
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="agentq-lease", daemon=True)
+        # The thread runs in a copy of the step's context: its log lines carry the job.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._run,),
+            name="agentq-lease",
+            daemon=True,
+        )
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()

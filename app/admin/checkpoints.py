@@ -17,7 +17,9 @@ from flask import request
 from flask import url_for
 from flask_login import current_user
 
+from app import logs
 from app import queries
+from app import sentry
 from app import state
 from app.admin.auth import admin_required
 from app.admin.diffs import edit_diffs
@@ -199,8 +201,10 @@ def _decided_first(checkpoint: Checkpoint) -> str:
 
 def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, **decision: Any):
     """Record the decision, then go back to the checkpoint, flashing what happened."""
+    logs.bind(checkpoint_id=checkpoint_id)
+    sentry.set_decider(current_user.id, request.remote_addr, checkpoint_id=checkpoint_id)
     try:
-        state.decide(
+        checkpoint = state.decide(
             checkpoint_id,
             outcome,
             user_id=current_user.id,
@@ -214,6 +218,8 @@ def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, **decision: Any):
     except InvalidTransition as error:
         flash(error.message, "error")
     else:
+        logs.decided(checkpoint, outcome, by=current_user.name)
+        sentry.tag(job_id=checkpoint.job_id, job_type=checkpoint.handler)
         flash("Approved." if outcome == state.Outcome.APPROVED else "Rejected.", "success")
     return redirect(url_for(".detail", checkpoint_id=checkpoint_id), 303)
 

@@ -8,7 +8,9 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from app import logs
 from app import queries
+from app import sentry
 from app import state
 from app.api.paging import keyset_page
 from app.auth import BEARER
@@ -31,6 +33,8 @@ blp = Blueprint(
 
 def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, body: dict) -> dict:
     user = current_user()
+    logs.bind(checkpoint_id=checkpoint_id)
+    sentry.set_decider(user.id, request.remote_addr, checkpoint_id=checkpoint_id)
     checkpoint = state.decide(
         checkpoint_id,
         outcome,
@@ -41,6 +45,8 @@ def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, body: dict) -> dic
         ip=request.remote_addr,
         user_agent=request.user_agent.string or None,
     )
+    logs.decided(checkpoint, outcome, by=user.name)
+    sentry.tag(job_id=checkpoint.job_id, job_type=checkpoint.handler)
     return {"success": True, "checkpoint": checkpoint}
 
 

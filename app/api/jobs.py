@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from flask import request
@@ -9,7 +10,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from flask_smorest import abort
 
+from app import logs
 from app import queries
+from app import sentry
 from app import state
 from app.api.paging import keyset_page
 from app.auth import BEARER
@@ -28,6 +31,7 @@ from app.schemas import JobListEnvelopeSchema
 IDEMPOTENCY_KEY_LENGTH = Job.__table__.c.idempotency_key.type.length
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/agent-jobs", description="Agent jobs")
+log = logging.getLogger(__name__)
 
 
 def get_job_or_404(job_id: uuid.UUID) -> Job:
@@ -39,7 +43,14 @@ def get_job_or_404(job_id: uuid.UUID) -> Job:
     user = current_user()
     if not user.is_admin and job.user_id != user.id:
         raise NotFoundError(f"Job {job_id} not found")
+    _bind(job)
     return job
+
+
+def _bind(job: Job) -> None:
+    """Name the job on this request's log lines and Sentry events."""
+    logs.bind(job_id=job.id, job_type=job.job_type)
+    sentry.tag(job_id=job.id, job_type=job.job_type)
 
 
 def detail(job: Job) -> dict:
@@ -74,6 +85,8 @@ class Jobs(MethodView):
                 },
             )
         job = state.enqueue(user_id=current_user().id, idempotency_key=key, **body)
+        _bind(job)
+        log.info("job %s queued at priority %s", job.id, job.priority)
         return detail(job)
 
     @login_required()

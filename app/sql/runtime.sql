@@ -40,7 +40,7 @@ RETURNING id
 
 -- claim_outbox --
 -- Lock due dispatch intents for publishing; concurrent publishers take disjoint rows.
-SELECT o.id, o.job_id, o.step, j.job_type, j.priority, j.status
+SELECT o.id, o.job_id, o.step, o.traceparent, o.baggage, j.job_type, j.priority, j.status
   FROM outbox o JOIN jobs j ON j.id = o.job_id
  WHERE (CAST(:ids AS uuid[]) IS NULL OR o.id = ANY(CAST(:ids AS uuid[])))
    AND o.available_at <= clock_timestamp() - make_interval(secs => :older_than)

@@ -1,0 +1,161 @@
+"""Real web and worker processes with an environment of their own, for the Sentry and logs tests.
+
+The session's worker (``tests.conftest``) inherits the test process's environment; these
+take extra variables (``SENTRY_DSN``, ``LOG_FORMAT``) without touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import requests
+
+from app.embedded import free_port
+from tests.conftest import ROOT
+from tests.conftest import wait_until
+
+
+class Process:
+    """A subprocess in a session of its own, its output (stdout and stderr) in ``log``."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
+        self.argv = argv
+        self.log = log
+        self.env = {**os.environ, **env}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def check_alive(self) -> None:
+        assert self.proc.poll() is None, f"{self.argv[2]} exited:\n{self.output()}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+class Gunicorn(Process):
+    """The web process as the Procfile runs it: gunicorn with ``app.gunicorn_conf``."""
+
+    def __init__(self, log: Path, env: dict[str, str], *, workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "python:app.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(workers),
+            "--access-logfile",
+            "-",
+            "app:create_app()",
+        ]
+        super().__init__(argv, log, env)
+
+    def start(self) -> None:
+        super().start()
+        wait_until(self._answers, 60, "gunicorn to answer /api/health")
+
+    def _answers(self) -> bool:
+        self.check_alive()
+        try:
+            return requests.get(f"{self.url}/api/health", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+
+class Worker(Process):
+    """``celery -A worker worker`` on both queues, one pool process."""
+
+    def __init__(self, log: Path, env: dict[str, str]) -> None:
+        self.hostname = f"test-{uuid.uuid4().hex[:6]}@%h"
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "-Q",
+            "agentq.steps,agentq.sweeps",
+            "--concurrency",
+            "1",
+            "--without-mingle",
+            "--without-gossip",
+            "--hostname",
+            self.hostname,
+        ]
+        super().__init__(argv, log, env)
+
+    def start(self, celery) -> None:
+        """Start it and wait until it answers a ping through ``celery`` (the test app's)."""
+        super().start()
+        prefix = self.hostname.split("@")[0] + "@"
+
+        def answers() -> bool:
+            self.check_alive()
+            replies = celery.control.ping(timeout=0.5) or []
+            return any(name.startswith(prefix) for reply in replies for name in reply)
+
+        wait_until(answers, 60, "the worker to answer a ping")
+
+
+class Http:
+    """Calls to a real web process with a user's token."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return requests.request(method, self.url + path, headers=headers, timeout=10, **kwargs)
+
+    def enqueue(self, job_type: str, input_data: dict) -> dict:
+        response = self.request(
+            "POST",
+            "/api/agent-jobs",
+            json={"jobType": job_type, "taskDescription": "observed", "inputData": input_data},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()["job"]
+
+    def job(self, job_id: str) -> dict:
+        response = self.request("GET", f"/api/agent-jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()["job"]
+
+    def wait_for(self, job_id: str, *statuses: str, timeout: float = 30) -> dict:
+        return wait_until(
+            lambda: (job := self.job(job_id))["status"] in statuses and job,
+            timeout,
+            f"job {job_id} to be {'/'.join(statuses)}",
+        )

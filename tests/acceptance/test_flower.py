@@ -1,0 +1,201 @@
+"""Flower (PyPI ``flower``) against the test broker, through its HTTP API.
+
+Flower learns about tasks from Celery's events, which travel over Redis pub/sub and
+are lost while nobody listens: Flower is started, and seen to receive the worker's
+heartbeats, before any job runs. It runs on ``worker.flower`` (agentq's settings on
+kombu's own Redis transport; see that module for why ``-A worker`` cannot count queues).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import redis
+import requests
+
+from app.config import STEPS_QUEUE
+from app.embedded import free_port
+from tests.conftest import ROOT
+from tests.conftest import TMP
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
+
+PROPOSAL = [{"path": "hello.py", "content": "print('hello')\n"}]
+
+
+class Flower:
+    """``celery -A worker.flower flower`` on a loopback port, its output in a log file."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = TMP / "flower.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "celery", "-A", "worker.flower", "flower"]
+        argv += [f"--port={self.port}", "--address=127.0.0.1"]
+        env = {**os.environ, "FLOWER_UNAUTHENTICATED_API": "1"}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(self.answers, 30, f"Flower to answer on {self.url} (log: {self.log})")
+
+    def answers(self) -> bool:
+        assert self.proc.poll() is None, f"Flower exited: {self.log.read_text()[-2000:]}"
+        try:
+            return requests.get(f"{self.url}/healthcheck", timeout=2).text == "OK"
+        except requests.ConnectionError:
+            return False
+
+    def get(self, path: str, **params):
+        response = requests.get(f"{self.url}{path}", params=params, timeout=10)
+        assert response.status_code == 200, (path, response.status_code, response.text)
+        return response.json()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def flower(servers):
+    flower = Flower()
+    flower.start()
+    yield flower
+    flower.stop()
+
+
+@pytest.fixture
+def worker_name(worker, app, flower) -> str:
+    """The session worker's name, once Flower receives its events (so it sees what follows)."""
+    [answer] = app.extensions["celery"].control.ping(timeout=1)
+    [name] = answer
+    wait_until(
+        lambda: flower.get("/api/workers", status=1).get(name),
+        30,
+        f"Flower to receive the heartbeats of {name}",
+    )
+    return name
+
+
+def steps_in_redis() -> dict[str, int]:
+    """The steps queue's messages as kombu stores them: one Redis list per priority level."""
+    r = redis.Redis.from_url(os.environ["REDIS_URL"])
+    lengths = {}
+    for key in r.scan_iter(match=f"{STEPS_QUEUE}*"):
+        if r.type(key) == b"list":
+            lengths[key.decode()] = r.llen(key)
+    return lengths
+
+
+def test_flower_shows_the_worker_and_the_steps_of_a_finished_job(flower, worker_name, user, admin):
+    """Given Flower listening, when a code-generation job is approved and completes,
+    then Flower lists the worker with the queues it consumes and agentq's tasks, and
+    each step task of the job under its readable name, succeeded on that worker.
+    """
+    job = user.enqueue("code-generation", {"files": PROPOSAL})
+    user.wait_for(job["id"], "WAITING_APPROVAL")
+    response = admin.approve(user.pending_checkpoint(job["id"])["id"], reason="fine")
+    assert response.status_code == 200, response.get_json()
+    user.wait_for(job["id"], "COMPLETED")
+
+    workers = flower.get("/api/workers", refresh=1)
+    assert worker_name in workers, workers.keys()
+    info = workers[worker_name]
+    assert {q["name"] for q in info["active_queues"]} == {"agentq.steps", "agentq.sweeps"}
+    assert {"agentq.code-generation.propose", "agentq.code-generation.write"} <= set(
+        info["registered"]
+    )
+
+    for step in ("propose", "write"):
+        name = f"agentq.code-generation.{step}"
+
+        def of_the_job(name=name):
+            tasks = flower.get("/api/tasks", taskname=name, state="SUCCESS")
+            return [t for t in tasks.values() if job["id"] in (t["args"] or "")]
+
+        [task] = wait_until(of_the_job, 30, f"Flower to list {name} of job {job['id']}")
+        assert task["worker"] == worker_name
+        # task_send_sent_event: Flower saw each step published, and the queue it went to.
+        assert task["sent"] is not None
+        assert task["routing_key"] == STEPS_QUEUE
+        assert task["received"] <= task["started"] <= task["succeeded"]
+
+
+def test_flower_counts_the_steps_queue_across_its_priority_lists(
+    flower, worker_name, app, user, admin
+):
+    """Given the fleet paused, when jobs of five priorities wait in the steps queue, then
+    Flower's queue length is the sum of every priority list kombu filled in Redis;
+    after resuming, the jobs complete and Flower counts an empty queue.
+    """
+    # Flower lists the queues its workers consumed when it last asked them: ask now,
+    # before the pause takes agentq.steps off the worker's queues.
+    assert any(
+        q["name"] == STEPS_QUEUE
+        for q in flower.get("/api/workers", refresh=1)[worker_name]["active_queues"]
+    )
+    response = admin.request("DELETE", "/api/admin/agent-worker")
+    assert response.status_code == 200, response.get_json()
+    try:
+        wait_until(
+            lambda: (
+                not admin.request("GET", "/api/admin/agent-worker").get_json()["workers"][0][
+                    "consuming"
+                ]
+            ),
+            30,
+            "the worker to stop consuming the steps queue",
+        )
+        priorities = [0, 3, 5, 5, 10]
+        jobs = [user.enqueue("simple-task", {"n": i}, priority=p) for i, p in enumerate(priorities)]
+        lists = wait_until(
+            lambda: (d := steps_in_redis()) and sum(d.values()) == len(jobs) and d,
+            30,
+            f"{len(jobs)} step messages in Redis",
+        )
+        # kombu keeps one list per level; agentq priority p is kombu priority 10 - p.
+        assert lists == {
+            "agentq.steps": 1,
+            "agentq.steps:5": 2,
+            "agentq.steps:7": 1,
+            "agentq.steps:10": 1,
+        }
+
+        queues = {
+            q["name"]: q["messages"] for q in flower.get("/api/queues/length")["active_queues"]
+        }
+        assert queues[STEPS_QUEUE] == len(jobs)
+    finally:
+        response = admin.request("POST", "/api/admin/agent-worker")
+        assert response.status_code == 200, response.get_json()
+
+    for job in jobs:
+        user.wait_for(job["id"], "COMPLETED")
+    wait_until(
+        lambda: (
+            {
+                q["name"]: q["messages"] for q in flower.get("/api/queues/length")["active_queues"]
+            }.get(STEPS_QUEUE)
+            == 0
+        ),
+        30,
+        "Flower to count an empty steps queue",
+    )
