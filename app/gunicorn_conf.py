@@ -28,6 +28,10 @@ from app import multiproc
 #: records, with the request id (``app.logs``).
 logger_class = "app.logs.GunicornLogger"
 
+#: gunicorn 27's control socket has one path per user (~/.gunicorn/gunicorn.ctl), which
+#: several masters on a machine would fight over; agentq does not use it.
+control_socket_disable = True
+
 #: The directory this master made (removed when it exits), if it made one.
 _made: str | None = None
 

@@ -185,8 +185,6 @@ def web(servers):
     port = free_port()
     argv = [sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf"]
     argv += ["--workers", "2", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
-    # gunicorn's control socket defaults to one path per user: parallel runs would share it.
-    argv += ["--no-control-socket"]
     gunicorn = Process("prometheus-web", argv)
     url = f"http://127.0.0.1:{port}"
     try:
