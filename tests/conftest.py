@@ -73,48 +73,60 @@ class Servers:
                 server.stop()
 
 
-class CeleryProcess:
-    """``celery -A worker worker|beat`` as a subprocess, its output in a log file."""
+class Process:
+    """A subprocess in a session of its own, its output in ``TMP/<name>.log``.
 
-    def __init__(self, kind: str, *args: str) -> None:
-        self.kind = kind
-        self.args = args
-        self.log = TMP / f"{kind}.log"
+    ``env`` adds to the test process's environment as it is when the process starts.
+    Its own session lets ``kill`` and ``stop`` reach the whole group (pool children too).
+    """
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env or {}
+        self.log = TMP / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            self.kind,
-            "--loglevel",
-            "INFO",
-            *self.args,
-        ]
-        out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        out.close()
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        """True while it runs; fails the test, showing its output, once it has exited."""
+        assert self.running(), f"{self.name} exited:\n{self.output()[-3000:]}"
+        return True
 
     def kill(self) -> None:
         """SIGKILL the whole process group: the main process and its pool children."""
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20) -> None:
         if self.running():
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def celery_process(kind: str, *args: str, name: str | None = None, env=None) -> Process:
+    """``celery -A worker worker|beat|...`` as a :class:`Process`."""
+    argv = [sys.executable, "-m", "celery", "-A", "worker", kind, "--loglevel", "INFO", *args]
+    return Process(name or kind, argv, env)
 
 
 def wait_until(predicate, timeout: float = 30.0, message: str = "condition"):
@@ -160,7 +172,7 @@ def app(servers):
 
 @pytest.fixture(scope="session")
 def celery_worker(servers):
-    worker = CeleryProcess(
+    worker = celery_process(
         "worker",
         "-Q",
         "agentq.steps,agentq.sweeps",
@@ -171,7 +183,7 @@ def celery_worker(servers):
         "--hostname",
         f"test-{uuid.uuid4().hex[:6]}@%h",
     )
-    beat = CeleryProcess("beat", "--schedule", str(TMP / "celerybeat-schedule"))
+    beat = celery_process("beat", "--schedule", str(TMP / "celerybeat-schedule"))
     worker.start()
     beat.start()
     yield worker
@@ -215,12 +227,33 @@ def worker(celery_worker, app):
     return celery_worker
 
 
+#: The password tests give users who sign in to the admin pages.
+PASSWORD = "correct horse battery"
+
+
+def give_password(app, person) -> str:
+    """Set ``PASSWORD`` as ``person``'s password for the admin pages; returns it."""
+    from app.auth import set_password
+    from app.extensions import db
+    from app.models import User
+
+    with app.app_context():
+        set_password(db.session.get(User, person.id), PASSWORD)
+    return PASSWORD
+
+
 def stop_worker(app, celery_worker) -> None:
     """Stop the session's worker, if it runs (or is still starting), and wait until no
     worker answers."""
     celery = app.extensions["celery"]
     celery_worker.stop()
     wait_until(lambda: not celery.control.ping(timeout=0.5), 30, "no worker to answer")
+
+
+@pytest.fixture(scope="module")
+def jobs_stay_pending(app, celery_worker):
+    """No worker runs during the module's tests (``worker`` restarts it for later ones)."""
+    stop_worker(app, celery_worker)
 
 
 @pytest.fixture

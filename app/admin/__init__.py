@@ -76,6 +76,7 @@ def init_app(app: Flask) -> None:
         app.register_blueprint(module.bp)
     app.add_template_filter(filters.when)
     app.add_template_filter(filters.ago)
+    app.add_template_filter(filters.pretty_json)
 
     @app.before_request
     def protect_forms():

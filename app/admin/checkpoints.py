@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -24,6 +23,7 @@ from app import state
 from app.admin.auth import admin_required
 from app.admin.diffs import edit_diffs
 from app.admin.diffs import file_diff
+from app.admin.diffs import files_of
 from app.admin.diffs import proposal_diffs
 from app.admin.filters import ago
 from app.admin.filters import when
@@ -43,12 +43,6 @@ bp = Blueprint("admin_checkpoints", __name__, url_prefix="/admin/agent-checkpoin
 PAGE_SIZE = 50
 #: Records shown in a data-processing preview.
 PREVIEW_ROWS = 50
-
-
-@bp.app_template_filter("pretty_json")
-def pretty_json(value: Any) -> str:
-    """JSON indented for people, non-ASCII kept as is (the template escapes it)."""
-    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def _pending(job_type: str | None, cursor: str | None) -> tuple[list[Checkpoint], str | None]:
@@ -91,17 +85,6 @@ def _get_checkpoint(checkpoint_id: uuid.UUID) -> Checkpoint:
     return checkpoint
 
 
-def _files(data: Any) -> list[dict] | None:
-    """``data["files"]`` when it is a list of ``{path, content}`` strings, else None."""
-    files = data.get("files") if isinstance(data, dict) else None
-    if isinstance(files, list) and all(
-        isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("content"), str)
-        for f in files
-    ):
-        return files
-    return None
-
-
 def _workspace_diffs(checkpoint: Checkpoint, files: list[dict]) -> tuple[list, str | None]:
     """The proposal against the job's workspace, or against nothing when it cannot be read."""
     workspace = Workspace(current_app.config["WORKSPACE_ROOT"], str(checkpoint.job_id))
@@ -115,7 +98,7 @@ def _workspace_diffs(checkpoint: Checkpoint, files: list[dict]) -> tuple[list, s
 def _data_view(checkpoint: Checkpoint) -> dict:
     """How to show the checkpoint's data to people: file diffs, a table of records, or JSON."""
     data = checkpoint.data
-    files = _files(data)
+    files = files_of(data)
     if checkpoint.handler == "code-generation" and files is not None:
         if checkpoint.status != state.CheckpointStatus.PENDING:
             # Once decided, the workspace may hold the approved files: a diff against it
@@ -146,7 +129,7 @@ def _edit_view(checkpoint: Checkpoint) -> dict | None:
     decision = checkpoint.decision
     if decision is None or decision.data is None:
         return None
-    proposed, approved = _files(checkpoint.data), _files(decision.data)
+    proposed, approved = files_of(checkpoint.data), files_of(decision.data)
     if proposed is not None and approved is not None:
         return {"kind": "files", "diffs": edit_diffs(proposed, approved)}
     return {"kind": "json", "data": decision.data}
@@ -169,7 +152,7 @@ def _render_detail(checkpoint: Checkpoint, *, errors: dict | None = None, status
 
 def _edited_files(checkpoint: Checkpoint) -> dict | None:
     """The proposed files as the reviewer left them in the form; None when none was edited."""
-    files = _files(checkpoint.data)
+    files = files_of(checkpoint.data)
     if checkpoint.handler != "code-generation" or files is None:
         return None
     edited, changed = [], False

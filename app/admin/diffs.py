@@ -16,6 +16,17 @@ class FileDiff:
     change: str
 
 
+def files_of(data) -> list[dict] | None:
+    """``data["files"]`` when it is a list of ``{path, content}`` strings, else None."""
+    files = data.get("files") if isinstance(data, dict) else None
+    if isinstance(files, list) and all(
+        isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("content"), str)
+        for f in files
+    ):
+        return files
+    return None
+
+
 def file_diff(path: str, old: str | None, new: str) -> FileDiff:
     """The diff turning ``old`` (None: no such file yet) into ``new``."""
     before = (old or "").splitlines(keepends=False)

@@ -1,7 +1,8 @@
-"""Jinja filters of the admin pages: times for people."""
+"""Jinja filters of the admin pages: times and JSON for people."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC
 from datetime import datetime
 
@@ -24,3 +25,8 @@ def ago(ts: datetime | None, now: datetime | None = None) -> str:
     if hours < 24:
         return f"{hours}h {minutes % 60}m"
     return f"{days}d {hours % 24}h"
+
+
+def pretty_json(value) -> str:
+    """JSON indented for people, non-ASCII kept as is (the template escapes it)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from dataclasses import field
@@ -24,6 +23,7 @@ from app import state
 from app.admin.auth import admin_required
 from app.admin.diffs import FileDiff
 from app.admin.diffs import edit_diffs
+from app.admin.diffs import files_of
 from app.api.paging import keyset_page
 from app.errors import InvalidTransition
 from app.errors import NotFoundError
@@ -60,22 +60,6 @@ def get_job_or_404(job_id: uuid.UUID) -> Job:
         abort(404, description=f"There is no job {job_id}.")
 
 
-def pretty(value: Any) -> str:
-    """JSON data for people: indented, non-ASCII kept."""
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
-
-
-def _files(data: Any) -> list[dict] | None:
-    """The ``files`` of code-generation data, or None when ``data`` holds none."""
-    files = data.get("files") if isinstance(data, dict) else None
-    if isinstance(files, list) and all(
-        isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("content"), str)
-        for f in files
-    ):
-        return files
-    return None
-
-
 def timeline(logs: list, checkpoints: list[Checkpoint]) -> list[Entry]:
     """Logs, checkpoints and decisions in time order.
 
@@ -90,7 +74,7 @@ def timeline(logs: list, checkpoints: list[Checkpoint]) -> list[Entry]:
     for c in checkpoints:
         entries.append(Entry(c.created_at, "checkpoint", c))
         if c.decision:
-            proposed, approved = _files(c.data), _files(c.decision.data)
+            proposed, approved = files_of(c.data), files_of(c.decision.data)
             edits = edit_diffs(proposed, approved) if proposed is not None and approved else []
             entries.append(Entry(c.decision.created_at, "decision", c, edits))
     return sorted(entries, key=lambda e: e.at)
@@ -142,7 +126,6 @@ def detail(job_id: uuid.UUID):
         pending=next((c for c in checkpoints if c.status == "PENDING"), None),
         can_cancel=job.status in CANCELLABLE,
         can_retry=job.status in RETRYABLE,
-        pretty=pretty,
     )
 
 

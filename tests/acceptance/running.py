@@ -6,60 +6,20 @@ take extra variables (``SENTRY_DSN``, ``LOG_FORMAT``) without touching ``os.envi
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import requests
 
 from app.embedded import free_port
-from tests.conftest import ROOT
+from tests.conftest import Process
 from tests.conftest import wait_until
-
-
-class Process:
-    """A subprocess in a session of its own, its output (stdout and stderr) in ``log``."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
-        self.argv = argv
-        self.log = log
-        self.env = {**os.environ, **env}
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def output(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-    def check_alive(self) -> None:
-        assert self.proc.poll() is None, f"{self.argv[2]} exited:\n{self.output()}"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 class Gunicorn(Process):
     """The web process as the Procfile runs it: gunicorn with ``app.gunicorn_conf``."""
 
-    def __init__(self, log: Path, env: dict[str, str], *, workers: int = 1) -> None:
+    def __init__(self, name: str, env: dict[str, str], *, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [
@@ -76,14 +36,14 @@ class Gunicorn(Process):
             "-",
             "app:create_app()",
         ]
-        super().__init__(argv, log, env)
+        super().__init__(name, argv, env)
 
     def start(self) -> None:
         super().start()
         wait_until(self._answers, 60, "gunicorn to answer /api/health")
 
     def _answers(self) -> bool:
-        self.check_alive()
+        self.alive()
         try:
             return requests.get(f"{self.url}/api/health", timeout=2).ok
         except requests.ConnectionError:
@@ -93,7 +53,7 @@ class Gunicorn(Process):
 class Worker(Process):
     """``celery -A worker worker`` on both queues, one pool process."""
 
-    def __init__(self, log: Path, env: dict[str, str]) -> None:
+    def __init__(self, name: str, env: dict[str, str]) -> None:
         self.hostname = f"test-{uuid.uuid4().hex[:6]}@%h"
         argv = [
             sys.executable,
@@ -113,7 +73,7 @@ class Worker(Process):
             "--hostname",
             self.hostname,
         ]
-        super().__init__(argv, log, env)
+        super().__init__(name, argv, env)
 
     def start(self, celery) -> None:
         """Start it and wait until it answers a ping through ``celery`` (the test app's)."""
@@ -121,7 +81,7 @@ class Worker(Process):
         prefix = self.hostname.split("@")[0] + "@"
 
         def answers() -> bool:
-            self.check_alive()
+            self.alive()
             replies = celery.control.ping(timeout=0.5) or []
             return any(name.startswith(prefix) for reply in replies for name in reply)
 

@@ -9,8 +9,6 @@ kombu's own Redis transport; see that module for why ``-A worker`` cannot count 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 
 import pytest
@@ -19,8 +17,7 @@ import requests
 
 from app.config import STEPS_QUEUE
 from app.embedded import free_port
-from tests.conftest import ROOT
-from tests.conftest import TMP
+from tests.conftest import Process
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
@@ -34,26 +31,16 @@ class Flower:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = TMP / "flower.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
         argv = [sys.executable, "-m", "celery", "-A", "worker.flower", "flower"]
         argv += [f"--port={self.port}", "--address=127.0.0.1"]
-        env = {**os.environ, "FLOWER_UNAUTHENTICATED_API": "1"}
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_until(self.answers, 30, f"Flower to answer on {self.url} (log: {self.log})")
+        self.process = Process("flower", argv, {"FLOWER_UNAUTHENTICATED_API": "1"})
+
+    def start(self) -> None:
+        self.process.start()
+        wait_until(self.answers, 30, f"Flower to answer on {self.url} (log: {self.process.log})")
 
     def answers(self) -> bool:
-        assert self.proc.poll() is None, f"Flower exited: {self.log.read_text()[-2000:]}"
+        self.process.alive()
         try:
             return requests.get(f"{self.url}/healthcheck", timeout=2).text == "OK"
         except requests.ConnectionError:
@@ -65,13 +52,7 @@ class Flower:
         return response.json()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        self.process.stop(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import requests
 
 from tests.acceptance.running import Gunicorn
 from tests.acceptance.running import Http
-from tests.acceptance.running import Process
 from tests.acceptance.running import Worker
 from tests.conftest import TMP
+from tests.conftest import Process
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
@@ -34,7 +34,7 @@ def json_lines(process: Process) -> list[dict]:
 @pytest.fixture
 def json_worker(app, no_worker):
     """A worker of its own with LOG_FORMAT=json, instead of the session's."""
-    process = Worker(TMP / "logs-worker.log", {"LOG_FORMAT": "json"})
+    process = Worker("logs-worker", {"LOG_FORMAT": "json"})
     process.start(app.extensions["celery"])
     yield process
     process.stop()
@@ -98,7 +98,7 @@ def test_web_lines_are_json_with_the_request_id(app, user):
     """Given gunicorn with LOG_FORMAT=json, when requests come with and without an
     X-Request-ID, then each response carries the id (the client's, or one made for it),
     and the access lines and the app's lines of a request carry it, as JSON."""
-    web = Gunicorn(TMP / "logs-web.log", {"LOG_FORMAT": "json"})
+    web = Gunicorn("logs-web", {"LOG_FORMAT": "json"})
     web.start()
     try:
         given = requests.get(
@@ -157,29 +157,14 @@ def test_web_lines_are_json_with_the_request_id(app, user):
 def test_beat_logs_json_lines(servers):
     """Given beat as the Procfile runs it (``--quiet``: its banner is printed before logging
     is set up), when it sends the sweep, then every line it wrote is JSON."""
-    beat = Process(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "--quiet",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--schedule",
-            str(TMP / "logs-beat-schedule"),
-        ],
-        TMP / "logs-beat.log",
-        {"LOG_FORMAT": "json"},
-    )
+    argv = [sys.executable, "-m", "celery", "-A", "worker", "--quiet", "beat"]
+    argv += ["--loglevel", "INFO", "--schedule", str(TMP / "logs-beat-schedule")]
+    beat = Process("logs-beat", argv, {"LOG_FORMAT": "json"})
     beat.start()
     try:
         wait_until(
             lambda: (
-                beat.check_alive()
-                or any("agentq-sweep" in line["message"] for line in json_lines(beat))
+                beat.alive() and any("agentq-sweep" in line["message"] for line in json_lines(beat))
             ),
             30,
             "beat to send the sweep",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -28,9 +27,9 @@ from prometheus_client.mmap_dict import mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.embedded import free_port
-from tests.conftest import ROOT
 from tests.conftest import TMP
 from tests.conftest import ApiUser
+from tests.conftest import Process
 from tests.conftest import stop_worker
 from tests.conftest import wait_until
 
@@ -43,41 +42,6 @@ SIMPLE, APPROVED, REJECTED, CANCELLED, FLAKY, EXPIRING = 4, 3, 2, 1, 2, 2
 ATTEMPTS = 3
 #: The legacy names the guide fixed; promtool may flag them, and nothing else.
 LEGACY = ("agent_jobs_total", "agent_checkpoints_pending", "agent_worker_active_jobs")
-
-
-class Process:
-    """A subprocess in a session of its own, its output in a log file under the test dir."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log = TMP / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        assert self.proc.poll() is None, f"{self.name} exited: {self.log.read_text()[-3000:]}"
-        return True
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 def answers(process: Process, url: str) -> bool:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -21,8 +20,8 @@ import requests
 
 from app.embedded import free_port
 from tests.conftest import ROOT
-from tests.conftest import TMP
-from tests.conftest import CeleryProcess
+from tests.conftest import Process
+from tests.conftest import celery_process
 from tests.conftest import wait_until
 
 DEPLOY = ROOT / "deploy"
@@ -143,35 +142,6 @@ def test_the_dashboard_is_an_importable_grafana_dashboard_on_the_agreed_metrics(
 # -- end to end: web, worker, Prometheus -------------------------------------------------------
 
 
-class Process:
-    """A command in a session of its own, its output in a log file under the test session's."""
-
-    def __init__(self, name: str, argv: list[str], env: dict | None = None) -> None:
-        self.log = TMP / f"{name}.log"
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env={**os.environ, **(env or {})},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        assert self.proc.poll() is None, f"exited: {self.log.read_text()[-3000:]}"
-        return True
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-
 def answers(url: str) -> bool:
     try:
         return requests.get(url, timeout=5).status_code == 200
@@ -186,6 +156,7 @@ def web(servers):
     argv = [sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf"]
     argv += ["--workers", "2", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
     gunicorn = Process("prometheus-web", argv)
+    gunicorn.start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: gunicorn.alive() and answers(f"{url}/api/ready"), 60, "gunicorn")
@@ -202,20 +173,14 @@ def metrics_worker(no_worker, app):
     """
     port = free_port()
     name = f"prometheus-{uuid.uuid4().hex[:6]}@%h"
-    worker = CeleryProcess("worker", "-Q", "agentq.steps,agentq.sweeps", "--concurrency", "2")
-    worker.args += ("--without-mingle", "--without-gossip", "--hostname", name)
-    worker.log = TMP / "prometheus-worker.log"
-    env = {"WORKER_METRICS_PORT": str(port), "WORKER_METRICS_ADDR": "127.0.0.1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # CeleryProcess passes the environment on
-    try:
-        worker.start()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k)
-            else:
-                os.environ[k] = v
+    worker = celery_process(
+        "worker",
+        *("-Q", "agentq.steps,agentq.sweeps", "--concurrency", "2"),
+        *("--without-mingle", "--without-gossip", "--hostname", name),
+        name="prometheus-worker",
+        env={"WORKER_METRICS_PORT": str(port), "WORKER_METRICS_ADDR": "127.0.0.1"},
+    )
+    worker.start()
     try:
         wait_until(
             lambda: worker.running() and answers(f"http://127.0.0.1:{port}/metrics"),
@@ -248,6 +213,7 @@ class Prometheus:
             "AGENTQ_WORKER_TARGETS": workers,
         }
         self.process = Process("prometheus", ["bash", str(SCRIPT)], env)
+        self.process.start()
 
     def api(self, path: str, **params) -> dict:
         response = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)

@@ -20,7 +20,6 @@ import pytest
 from tests.acceptance.running import Gunicorn
 from tests.acceptance.running import Http
 from tests.acceptance.running import Worker
-from tests.conftest import TMP
 from tests.conftest import stop_worker
 from tests.conftest import wait_until
 
@@ -140,7 +139,7 @@ def sentry_env(receiver) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def web(sentry_env):
-    process = Gunicorn(TMP / "sentry-web.log", sentry_env)
+    process = Gunicorn("sentry-web", sentry_env)
     process.start()
     yield process
     process.stop()
@@ -150,7 +149,7 @@ def web(sentry_env):
 def sentry_worker(app, celery_worker, sentry_env):
     """A worker with the DSN instead of the session's (which the ``worker`` fixture restarts)."""
     stop_worker(app, celery_worker)
-    process = Worker(TMP / "sentry-worker.log", sentry_env)
+    process = Worker("sentry-worker", sentry_env)
     process.start(app.extensions["celery"])
     yield process
     process.stop()

@@ -17,9 +17,11 @@ import pytest
 from werkzeug.serving import make_server
 
 from app.embedded import free_port
+from tests.conftest import PASSWORD
 from tests.conftest import ROOT
 from tests.conftest import TMP
 from tests.conftest import ApiUser
+from tests.conftest import give_password
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 #: The README's screenshots are rewritten by `make screenshots` (UPDATE_SCREENSHOTS=1);
@@ -36,7 +38,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(scope="session")
@@ -79,12 +80,7 @@ def page(browser):
 @pytest.fixture
 def reviewer(app, admin) -> ApiUser:
     """The admin, with a password to sign in to the pages."""
-    from app.auth import set_password
-    from app.extensions import db
-    from app.models import User
-
-    with app.app_context():
-        set_password(db.session.get(User, admin.id), PASSWORD)
+    give_password(app, admin)
     return admin
 
 

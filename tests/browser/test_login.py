@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.browser.conftest import PASSWORD
 from tests.browser.conftest import sign_in
+from tests.conftest import PASSWORD
+from tests.conftest import give_password
 
 pytestmark = [pytest.mark.browser]
 
@@ -47,12 +48,7 @@ def test_sign_out_ends_the_session(page, live_server, reviewer):
 def test_a_user_who_is_not_admin_gets_a_403_page(app, page, live_server, user):
     """Given a user without the admin role, when they sign in, then the pages answer 403
     with a page that says why."""
-    from app.auth import set_password
-    from app.extensions import db
-    from app.models import User
-
-    with app.app_context():
-        set_password(db.session.get(User, user.id), PASSWORD)
+    give_password(app, user)
     sign_in(page, live_server, user)
 
     response = page.goto(f"{live_server}/admin/agent-checkpoints")

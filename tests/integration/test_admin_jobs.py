@@ -13,48 +13,15 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import wait_until
+from tests.integration.admin_pages import csrf_token
+from tests.integration.admin_pages import sign_in
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("jobs_stay_pending")]
 
-PASSWORD = "correct horse battery"
 FILES = [
     {"path": "lib/auth.py", "content": "def check(token):\n    return bool(token)\n"},
     {"path": "README.md", "content": "# Auth\n"},
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_worker(request, app):
-    """Keep jobs where the tests put them: stop a worker an earlier module left running."""
-    celery = app.extensions["celery"]
-    if celery.control.ping(timeout=0.5):
-        request.getfixturevalue("celery_worker").stop()
-        wait_until(lambda: not celery.control.ping(timeout=0.5), 30, "no worker to answer")
-
-
-def csrf_token(page: str) -> str:
-    return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
-
-
-def sign_in(app, client, person) -> None:
-    """Give ``person`` a password and sign the test client in through the login form."""
-    from app.auth import set_password
-    from app.extensions import db
-    from app.models import User
-
-    with app.app_context():
-        set_password(db.session.get(User, person.id), PASSWORD)
-    token = csrf_token(client.get("/admin/login").get_data(as_text=True))
-    response = client.post(
-        "/admin/login", data={"name": person.name, "password": PASSWORD, "csrf_token": token}
-    )
-    assert response.status_code == 302, response.get_data(as_text=True)
-
-
-@pytest.fixture
-def reviewer(app, client, admin):
-    sign_in(app, client, admin)
-    return admin
 
 
 def page(client, path: str, status: int = 200) -> str:

@@ -13,20 +13,9 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import stop_worker
-
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("jobs_stay_pending")]
 
 SEED_JOB_TYPES = ("simple-task", "code-generation", "data-processing")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def jobs_stay_pending(app, celery_worker):
-    """Keep jobs PENDING: stop a worker an earlier module left running.
-
-    The ``worker`` fixture restarts it for the tests that need one.
-    """
-    stop_worker(app, celery_worker)
 
 
 def rows(app) -> dict[str, int]:
