@@ -32,7 +32,7 @@ def fleet(admin) -> dict:
 
 def worker_name(worker) -> str:
     """The node name the worker fixture gave the worker (``--hostname test-xxxxxx@%h``)."""
-    args = list(worker.args)
+    args = worker.argv
     return args[args.index("--hostname") + 1].replace("%h", socket.gethostname())
 
 
