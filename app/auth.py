@@ -12,6 +12,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import g
@@ -24,6 +25,7 @@ from app.errors import NotFoundError
 from app.extensions import db
 from app.models import ApiToken
 from app.models import User
+from app.sql import run_one
 
 TOKEN_PREFIX = "aq_"
 BEARER = {"bearerAuth": []}
@@ -76,8 +78,17 @@ def user_by_name(name: str) -> User:
     return user
 
 
-def authenticate() -> User:
-    """The user whose bearer token the request carries.
+@dataclass(frozen=True)
+class Caller:
+    """The user an API request acts for."""
+
+    id: uuid.UUID
+    name: str
+    is_admin: bool
+
+
+def authenticate() -> Caller:
+    """The user whose bearer token the request carries (one statement).
 
     :raises AuthError: for no token, or an unknown or revoked one.
     """
@@ -85,15 +96,13 @@ def authenticate() -> User:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("Missing bearer token: send 'Authorization: Bearer <token>'")
-    row = db.session.execute(
-        sa.select(ApiToken).where(ApiToken.token_hash == hash_token(token.strip()))
-    ).scalar_one_or_none()
-    if row is None or row.revoked_at is not None:
+    row = run_one("authenticate", token_hash=hash_token(token.strip()))
+    if row is None:
         raise AuthError("Invalid or revoked token")
-    return row.user
+    return Caller(row.id, row.name, row.is_admin)
 
 
-def current_user() -> User:
+def current_user() -> Caller:
     return g.user
 
 

@@ -69,11 +69,17 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name) or default)
 
 
+def _env_bool(name: str) -> bool:
+    return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
 
-def celery_settings(redis_url: str, *, lease_seconds: int, sweep_interval: float) -> dict:
+def celery_settings(
+    redis_url: str, *, lease_seconds: int, sweep_interval: float, task_events: bool = False
+) -> dict:
     """The Celery settings, chosen for long, idempotent, database-claimed steps.
 
     Each choice answers a trap listed in shared/notes (celery-redis-postgres-facts):
@@ -100,7 +106,9 @@ def celery_settings(redis_url: str, *, lease_seconds: int, sweep_interval: float
       a transport whose channel accepts 0..10 (``worker.transport``) with one list
       per level, and sends ``10 - priority`` so higher agentq priorities run first;
       ``task_inherit_parent_priority`` keeps a chain's later steps at its priority.
-    - Task events on, so Flower and celery-exporter work unchanged.
+    - Task events only when asked for (``task_events``, ``CELERY_TASK_EVENTS=1``): they
+      cost each task 3 to 4 Redis PUBLISHes. Flower turns them on in running workers
+      by itself (it sends ``enable_events``), and so does ``celery control enable_events``.
     """
     hard_limit = _env_int("STEP_TIME_LIMIT", 3600)
     return {
@@ -126,8 +134,8 @@ def celery_settings(redis_url: str, *, lease_seconds: int, sweep_interval: float
         "worker_disable_prefetch": True,
         "task_inherit_parent_priority": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "worker_send_task_events": task_events,
+        "task_send_sent_event": task_events,
         "task_default_queue": STEPS_QUEUE,
         "task_default_priority": MAX_PRIORITY - 5,
         "task_queues": [Queue(STEPS_QUEUE), Queue(SWEEPS_QUEUE)],
@@ -157,7 +165,11 @@ class Config:
         self.SECRET_KEY = (
             os.environ.get("SECRET_KEY") or dev.get("secret_key") or local_secret_key()
         )
-        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        # No ping on every checkout (a round trip each time): app.sql pings connections
+        # that idled, and retries a statement once on a connection the server dropped.
+        # The most recently used connection first: the others idle, and are pinged or
+        # dropped, instead of every connection taking turns.
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_use_lifo": True}
         #: Largest request body accepted, in bytes (413 above it).
         self.MAX_CONTENT_LENGTH = _env_int("MAX_BODY_BYTES", 1024 * 1024)
         #: Directory under which each job gets its own workspace directory.
@@ -166,6 +178,8 @@ class Config:
         self.STEP_LEASE_SECONDS = _env_int("STEP_LEASE_SECONDS", 30)
         #: Seconds after which a runnable job that nobody runs is dispatched again.
         self.STALL_SECONDS = _env_float("STALL_SECONDS", 300.0)
+        #: Celery task events from every worker and publisher (Flower turns them on anyway).
+        self.CELERY_TASK_EVENTS = _env_bool("CELERY_TASK_EVENTS")
         #: Seconds between beat sweeps.
         self.SWEEP_INTERVAL = _env_float("SWEEP_INTERVAL", 2.0)
         #: Seconds an outbox row may wait for its after-commit publish before the sweep takes it.
@@ -209,5 +223,6 @@ class Config:
             self.REDIS_URL or "",
             lease_seconds=self.STEP_LEASE_SECONDS,
             sweep_interval=self.SWEEP_INTERVAL,
+            task_events=self.CELERY_TASK_EVENTS,
         )
         return settings

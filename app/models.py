@@ -114,6 +114,11 @@ class Job(db.Model):
 
     user: so.Mapped[User] = so.relationship(lazy="joined")
 
+    @property
+    def owner(self) -> str:
+        """The name of the user who submitted it."""
+        return self.user.name
+
 
 class JobStep(db.Model):
     """One attempt of one step: the step ledger."""
@@ -157,6 +162,11 @@ class Checkpoint(db.Model):
             "created_at",
             "id",
             postgresql_where=sa.text("status = 'PENDING'"),
+        ),
+        sa.Index(
+            "ix_checkpoints_expiring",
+            "expires_at",
+            postgresql_where=sa.text("status = 'PENDING' AND expires_at IS NOT NULL"),
         ),
         sa.Index(
             "uq_checkpoints_one_pending_per_job",
@@ -206,6 +216,11 @@ class Decision(db.Model):
 
     user: so.Mapped[User | None] = so.relationship(lazy="joined")
 
+    @property
+    def decided_by(self) -> str | None:
+        """The name of the user who decided (None once that user is deleted)."""
+        return self.user.name if self.user else None
+
 
 class JobLog(db.Model):
     __tablename__ = "job_logs"
@@ -224,7 +239,10 @@ class Outbox(db.Model):
     """A dispatch intent: run ``step`` of ``job_id``, committed with the change that needs it."""
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.Index("ix_outbox_available", "available_at"),)
+    __table_args__ = (
+        sa.Index("ix_outbox_available", "available_at"),
+        sa.Index("ix_outbox_job", "job_id"),
+    )
 
     id: so.Mapped[uuid.UUID] = _id()
     job_id: so.Mapped[uuid.UUID] = so.mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))

@@ -4,7 +4,13 @@ Every transition is one conditional UPDATE (``... WHERE status IN <allowed>``), 
 two racing actors cannot both win; the loser gets ``InvalidTransition`` (or, for a
 checkpoint, ``AlreadyDecided`` carrying the first decision). The same transaction
 writes the ledger, checkpoint, decision and log rows and, when work must run, the
-outbox row; the outbox row is published only after the commit (``_commit``).
+outbox row; the outbox row is published only after the commit (``_publish``).
+
+The hot paths (a submission, a step's claim, result or failure, a decision) are each
+one statement of ``app/sql/hot.sql``, which commits on its own: its guarded UPDATE
+comes first and every other write selects from it, so nothing is written when the
+guard does not hold. ``ALLOWED`` below still decides which statuses each may leave.
+Every path that takes a checkpoint's job and the checkpoint locks the job first.
 
 ::
 
@@ -19,8 +25,12 @@ outbox row; the outbox row is published only after the commit (``_commit``).
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -28,7 +38,6 @@ from typing import Any
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.exc import IntegrityError
 
 from app import instruments
 from app import sentry
@@ -38,14 +47,15 @@ from app.errors import InvalidTransition
 from app.errors import NotFoundError
 from app.extensions import db
 from app.models import Checkpoint
-from app.models import Decision
 from app.models import FleetState
 from app.models import Job
 from app.models import JobLog
 from app.models import JobStep
 from app.models import Outbox
-from app.sql import queries
+from app.sql import run
+from app.sql import run_one
 from handlers.registry import APPROVAL_REQUIRED
+from handlers.registry import Decision as StepDecision
 from handlers.registry import registry
 
 
@@ -173,24 +183,42 @@ def _transition(
     return job
 
 
-def _outbox(job_id: uuid.UUID, step: str, delay: float = 0.0) -> uuid.UUID:
-    """Add a dispatch intent for ``step`` of the job to the current transaction.
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
-    The row keeps the current Sentry trace, which its publisher continues.
-    """
-    row = Outbox(job_id=job_id, step=step, **sentry.trace_headers())
-    if delay:
-        row.available_at = sa.func.clock_timestamp() + timedelta(seconds=delay)
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A committed dispatch intent (an outbox row): run ``step`` of the job."""
+
+    outbox_id: uuid.UUID
+    job_id: uuid.UUID
+    step: str
+    job_type: str
+    priority: int
+    #: The Sentry trace of the transaction that wrote it, which its publisher continues.
+    traceparent: str | None = None
+    baggage: str | None = None
+
+
+def _outbox(job: Job, step: str) -> Dispatch:
+    """Add a dispatch intent for ``step`` of the job to the session's transaction."""
+    trace = sentry.trace_headers()
+    row = Outbox(job_id=job.id, step=step, **trace)
     db.session.add(row)
     db.session.flush()
-    return row.id
+    return Dispatch(row.id, job.id, step, job.job_type, job.priority, **trace)
 
 
-def _commit(dispatch: list[uuid.UUID] = ()) -> None:
-    """Commit, then hand the new outbox rows to the publisher (never before the commit)."""
+def _commit(dispatch: list[Dispatch] = ()) -> None:
+    """Commit the session, then publish its dispatch intents (never before the commit)."""
     db.session.commit()
+    _publish(dispatch)
+
+
+def _publish(dispatch: list[Dispatch]) -> None:
     if dispatch:
-        current_app.extensions["agentq.dispatcher"].submit(list(dispatch))
+        current_app.extensions["agentq.dispatcher"].publish(dispatch)
 
 
 def add_log(
@@ -200,64 +228,129 @@ def add_log(
     db.session.add(JobLog(job_id=job_id, step=step, kind=kind, message=message, data=data))
 
 
-def write_log(
-    job_id: uuid.UUID, kind: str, message: str, *, step: str | None = None, data: Any = None
-) -> None:
-    """Write a job log line in a transaction of its own, so it shows while the step runs."""
-    with db.engine.begin() as conn:
-        conn.execute(
-            sa.insert(JobLog).values(
-                job_id=job_id, step=step, kind=kind, message=message, data=data
-            )
-        )
+@dataclass(frozen=True)
+class LogLine:
+    """A job log line a step wrote, stamped when it was written."""
+
+    kind: str
+    message: str
+    step: str | None = None
+    data: Any = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def row(self) -> dict:
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "step": self.step,
+            "data": self.data,
+            "at": self.at.isoformat(),
+        }
+
+
+def _lines(lines: list[LogLine]) -> str:
+    return _json([line.row() for line in lines])
+
+
+def write_logs(job_id: uuid.UUID, lines: list[LogLine]) -> None:
+    """Write log lines of a running step, so its progress shows while it runs."""
+    run("append_logs", job_id=job_id, logs=_lines(lines))
 
 
 # -- Jobs ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LogRecord:
+    """A job log line as written."""
+
+    id: uuid.UUID
+    kind: str
+    message: str
+    created_at: datetime
+    step: str | None = None
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job just enqueued, as written (what the API answers with, without reading it back)."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    owner: str
+    job_type: str
+    task_description: str
+    input_data: dict
+    priority: int
+    status: str
+    current_step: str
+    created_at: datetime
+    updated_at: datetime
+    logs: list[LogRecord]
+    result: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    checkpoints: tuple = ()
+    steps: tuple = ()
+
+
 def enqueue(
     *,
     user_id: uuid.UUID,
+    user_name: str,
     job_type: str,
     task_description: str,
     input_data: dict,
     priority: int,
     idempotency_key: str | None = None,
-) -> Job:
-    """Create a PENDING job and its dispatch intent in one transaction.
+) -> NewJob | Job:
+    """Create a PENDING job, its first log line and its dispatch intent in one statement,
+    then publish the intent.
 
-    With an ``idempotency_key`` already used by this user, returns that job.
+    Returns the new job as written; with an ``idempotency_key`` this user already used,
+    the job that key made (read from the database).
 
     :raises UnknownHandlerError: for a job type with no handler.
     :raises ConflictError: when the key was used for a different request.
     """
-    handler = registry.get(job_type)
-    if idempotency_key:
-        existing = _by_idempotency_key(user_id, idempotency_key)
-        if existing is not None:
-            return _same_request(existing, job_type, task_description, input_data, priority)
-    job = Job(
+    step = registry.get(job_type).steps[0].name
+    message = f"Job queued at priority {priority}"
+    trace = sentry.trace_headers()
+    row = run_one(
+        "enqueue",
         user_id=user_id,
+        job_type=job_type,
+        task_description=task_description,
+        input_data=_json(input_data),
+        priority=priority,
+        status=JobStatus.PENDING.value,
+        step=step,
+        idempotency_key=idempotency_key,
+        message=message,
+        traceparent=trace.get("traceparent"),
+        baggage=trace.get("baggage"),
+    )
+    if row is None:
+        existing = _by_idempotency_key(user_id, idempotency_key)
+        return _same_request(existing, job_type, task_description, input_data, priority)
+    instruments.record_job_created(job_type)
+    _publish([Dispatch(row.outbox_id, row.id, step, job_type, priority, **trace)])
+    return NewJob(
+        id=row.id,
+        user_id=user_id,
+        owner=user_name,
         job_type=job_type,
         task_description=task_description,
         input_data=input_data,
         priority=priority,
         status=JobStatus.PENDING.value,
-        current_step=handler.steps[0].name,
-        idempotency_key=idempotency_key,
+        current_step=step,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        logs=[LogRecord(row.log_id, "queued", message, row.log_created_at)],
     )
-    db.session.add(job)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        # Another request with the same key committed between our look-up and insert.
-        db.session.rollback()
-        existing = _by_idempotency_key(user_id, idempotency_key)
-        return _same_request(existing, job_type, task_description, input_data, priority)
-    add_log(job.id, "queued", f"Job queued at priority {priority}")
-    instruments.record_job_created(job_type)
-    _commit([_outbox(job.id, job.current_step)])
-    return job
 
 
 def _by_idempotency_key(user_id: uuid.UUID, key: str) -> Job | None:
@@ -337,7 +430,7 @@ def retry(job_id: uuid.UUID, *, by: str) -> Job:
         claim_step_id=None,
     )
     add_log(job_id, "retried", f"Job retried by {by} at step {job.current_step}")
-    _commit([_outbox(job.id, job.current_step)])
+    _commit([_outbox(job, job.current_step)])
     return job
 
 
@@ -346,7 +439,7 @@ def retry(job_id: uuid.UUID, *, by: str) -> Job:
 
 @dataclass(frozen=True)
 class Claim:
-    """A step attempt that holds its job's claim."""
+    """A step attempt that holds its job's claim, and what the step needs to run."""
 
     job_id: uuid.UUID
     job_type: str
@@ -355,6 +448,12 @@ class Claim:
     attempt: int
     #: Attempts of this step since it became current, this one included.
     step_attempts: int
+    task_description: str = ""
+    input_data: dict = field(default_factory=dict)
+    #: What earlier steps returned, by step name.
+    outputs: dict = field(default_factory=dict)
+    #: The decision on the job's last decided checkpoint.
+    decision: StepDecision | None = None
 
 
 def claim_step(
@@ -364,178 +463,180 @@ def claim_step(
 
     A duplicate delivery (redelivery, sweep) finds the claim taken, or the job moved
     on, and gets None. A claim whose lease lapsed is taken over, and its attempt
-    is marked lost.
+    is marked lost. One statement, which also reads what the step needs.
     """
     attempt_id = uuid.uuid4()
-    params = {"job_id": job_id, "step": step, "attempt_id": attempt_id}
-    row = db.session.execute(queries["claim_step"], params).one_or_none()
+    row = run_one(
+        "claim_step",
+        job_id=job_id,
+        step=step,
+        attempt_id=attempt_id,
+        status=JobStatus.RUNNING.value,
+        from_statuses=sources(JobStatus.RUNNING),
+        worker=worker,
+        task_id=task_id,
+        lease_seconds=lease_seconds,
+    )
     if row is None:
-        db.session.rollback()
         return None
-    attempt = db.session.execute(
-        queries["record_attempt"],
-        {**params, "worker": worker, "task_id": task_id, "lease_seconds": lease_seconds},
-    ).scalar_one()
-    db.session.execute(queries["supersede_attempts"], params)
-    _commit()
-    return Claim(job_id, row.job_type, step, attempt_id, attempt, row.step_attempts)
-
-
-def renew_lease(attempt_id: uuid.UUID, lease_seconds: float) -> bool:
-    """Extend a running attempt's lease; False when the attempt no longer holds its claim."""
-    with db.engine.begin() as conn:
-        row = conn.execute(
-            queries["renew_lease"], {"attempt_id": attempt_id, "lease_seconds": lease_seconds}
-        ).one_or_none()
-    return row is not None
-
-
-def _close_attempt(claim: Claim, status: StepStatus, **values: Any) -> None:
-    db.session.execute(
-        sa.update(JobStep)
-        .where(JobStep.id == claim.attempt_id, JobStep.status == StepStatus.RUNNING.value)
-        .values(status=status.value, finished_at=_now(), lease_expires_at=None, **values)
+    decision = row.decision
+    return Claim(
+        job_id=job_id,
+        job_type=row.job_type,
+        step=step,
+        attempt_id=attempt_id,
+        attempt=row.attempt,
+        step_attempts=row.step_attempts,
+        task_description=row.task_description,
+        input_data=row.input_data,
+        outputs=row.outputs,
+        decision=StepDecision(**decision) if decision else None,
     )
 
 
-def _discard(claim: Claim, **values: Any) -> str:
+def renew_leases(attempt_ids: list[uuid.UUID], lease_seconds: float) -> set[uuid.UUID]:
+    """Extend running attempts' leases; returns those that still hold their claim."""
+    rows = run("renew_leases", attempt_ids=attempt_ids, lease_seconds=lease_seconds)
+    return {row.id for row in rows}
+
+
+def _discard(claim: Claim, lines: list[LogLine], **values: Any) -> str:
     """Record a late result that changes nothing: the attempt lost its claim."""
-    db.session.rollback()
-    _close_attempt(claim, StepStatus.DISCARDED, **values)
-    _commit()
+    run(
+        "discard_attempt",
+        job_id=claim.job_id,
+        attempt_id=claim.attempt_id,
+        output=_json(values.get("output")),
+        error=values.get("error"),
+        traceback=values.get("traceback"),
+        logs=_lines(lines),
+    )
     return "discarded"
 
 
 def finish_step(
-    claim: Claim, output: Any, checkpoints: list[dict], *, chain_continues: bool
+    claim: Claim,
+    output: Any,
+    checkpoints: list[dict],
+    *,
+    logs: list[LogLine] = (),
+    chain_continues: bool,
 ) -> str:
-    """Record a step's result and advance the job, all in one transaction.
+    """Record a step's result and advance the job, in one statement.
 
     Returns what happened: ``"advanced"`` (the next step runs; dispatched through
     the outbox unless ``chain_continues``), ``"waiting"`` (an approval checkpoint
     parked the job), ``"completed"``, or ``"discarded"`` (the attempt had lost its
-    claim, e.g. the job was cancelled: nothing changed).
+    claim, e.g. the job was cancelled: nothing changed). ``logs`` are the lines the
+    step wrote that are not in the database yet.
     """
-    handler = registry.get(claim.job_type)
-    nxt = handler.next_step(claim.step)
-    blocking = next((c for c in checkpoints if c["type"] == APPROVAL_REQUIRED), None)
-    dispatch: list[uuid.UUID] = []
-    try:
-        if blocking is not None:
-            _transition(
-                claim.job_id,
-                JobStatus.WAITING_APPROVAL,
-                Job.claim_step_id == claim.attempt_id,
-                claim_step_id=None,
-                current_step=nxt.name if nxt else None,
-            )
-            outcome = "waiting"
-        elif nxt is not None:
-            _transition(
-                claim.job_id,
-                JobStatus.RUNNING,
-                Job.claim_step_id == claim.attempt_id,
-                claim_step_id=None,
-                current_step=nxt.name,
-                step_attempts=0,
-            )
-            outcome = "advanced"
-        else:
-            job = _transition(
-                claim.job_id,
-                JobStatus.COMPLETED,
-                Job.claim_step_id == claim.attempt_id,
-                claim_step_id=None,
-                current_step=None,
-                result=output,
-                finished_at=_now(),
-            )
-            outcome = "completed"
-    except InvalidTransition:
-        return _discard(claim, output=output)
-    _close_attempt(claim, StepStatus.SUCCEEDED, output=output)
+    nxt = registry.get(claim.job_type).next_step(claim.step)
+    blocking = any(c["type"] == APPROVAL_REQUIRED for c in checkpoints)
+    if blocking:
+        target, outcome = JobStatus.WAITING_APPROVAL, "waiting"
+    elif nxt is not None:
+        target, outcome = JobStatus.RUNNING, "advanced"
+    else:
+        target, outcome = JobStatus.COMPLETED, "completed"
+    lines = list(logs)
+    opened = []
     for c in checkpoints:
-        expires = c.get("expires_in")
-        db.session.add(
-            Checkpoint(
-                job_id=claim.job_id,
-                type=c["type"],
-                status=(
-                    CheckpointStatus.PENDING
-                    if c["type"] == APPROVAL_REQUIRED
-                    else CheckpointStatus.RECORDED
-                ).value,
-                title=c["title"],
-                data=c.get("data"),
-                handler=claim.job_type,
-                step=claim.step,
-                resume_step=nxt.name if nxt else None,
-                expires_at=sa.func.clock_timestamp() + timedelta(seconds=expires)
-                if expires
-                else None,
-            )
+        pending = c["type"] == APPROVAL_REQUIRED
+        status = CheckpointStatus.PENDING if pending else CheckpointStatus.RECORDED
+        opened.append(
+            {
+                "id": c.get("id") or str(uuid.uuid4()),
+                "type": c["type"],
+                "status": status.value,
+                "title": c["title"],
+                "data": c.get("data"),
+                "expires_in": c.get("expires_in"),
+            }
         )
-        add_log(
-            claim.job_id, "checkpoint", f"{c['type']} checkpoint: {c['title']}", step=claim.step
-        )
-    if outcome == "advanced" and not chain_continues:
-        dispatch.append(_outbox(claim.job_id, nxt.name))
+        lines.append(LogLine("checkpoint", f"{c['type']} checkpoint: {c['title']}", claim.step))
     if outcome == "completed":
-        add_log(claim.job_id, "completed", "Job completed", step=claim.step)
-        instruments.record_job_finished(job)
-    _commit(dispatch)
+        lines.append(LogLine("completed", "Job completed", claim.step))
+    dispatch = outcome == "advanced" and not chain_continues
+    trace = sentry.trace_headers() if dispatch else {}
+    row = run_one(
+        "finish_step",
+        job_id=claim.job_id,
+        attempt_id=claim.attempt_id,
+        step=claim.step,
+        status=target.value,
+        from_statuses=sources(target),
+        next_step=nxt.name if nxt else None,
+        output=_json(output),
+        checkpoints=_json(opened),
+        logs=_lines(lines),
+        dispatch=dispatch,
+        traceparent=trace.get("traceparent"),
+        baggage=trace.get("baggage"),
+    )
+    if row is None:
+        return _discard(claim, list(logs), output=output)
+    if outcome == "completed":
+        instruments.record_job_finished(row)
+    if row.outbox_id is not None:
+        _publish(
+            [Dispatch(row.outbox_id, claim.job_id, nxt.name, claim.job_type, row.priority, **trace)]
+        )
     return outcome
 
 
-def fail_step(claim: Claim, *, error: str, traceback: str, permanent: bool) -> str:
-    """Record a step's exception; retry it after a backoff or fail the job.
+def fail_step(
+    claim: Claim, *, error: str, traceback: str, permanent: bool, logs: list[LogLine] = ()
+) -> str:
+    """Record a step's exception; retry it after a backoff or fail the job (one statement).
 
     Returns ``"retrying"``, ``"failed"``, or ``"discarded"`` when the attempt had
     lost its claim.
     """
     step = registry.get(claim.job_type).get_step(claim.step)
     retrying = not permanent and claim.step_attempts < step.max_attempts
-    dispatch: list[uuid.UUID] = []
-    try:
-        if retrying:
-            delay = step.backoff(claim.step_attempts)
-            _transition(
-                claim.job_id,
-                JobStatus.PENDING,
-                Job.claim_step_id == claim.attempt_id,
-                from_={JobStatus.RUNNING},
-                claim_step_id=None,
-            )
-            dispatch.append(_outbox(claim.job_id, claim.step, delay=delay))
-            add_log(
-                claim.job_id,
+    lines = list(logs)
+    delay = step.backoff(claim.step_attempts) if retrying else 0.0
+    if retrying:
+        target, from_ = JobStatus.PENDING, [JobStatus.RUNNING.value]
+        lines.append(
+            LogLine(
                 "error",
                 f"Step {claim.step} failed (attempt {claim.step_attempts} of "
                 f"{step.max_attempts}): {error}; retrying in {delay:g}s",
-                step=claim.step,
+                claim.step,
             )
-        else:
-            job = _transition(
-                claim.job_id,
-                JobStatus.FAILED,
-                Job.claim_step_id == claim.attempt_id,
-                claim_step_id=None,
-                error=f"{claim.step}: {error}",
-                finished_at=_now(),
-            )
-            add_log(claim.job_id, "error", f"Step {claim.step} failed: {error}", step=claim.step)
-            instruments.record_job_finished(job)
-    except InvalidTransition:
-        return _discard(claim, error=error, traceback=traceback)
-    _close_attempt(claim, StepStatus.FAILED, error=error, traceback=traceback)
-    _commit(dispatch)
+        )
+    else:
+        target, from_ = JobStatus.FAILED, sources(JobStatus.FAILED)
+        lines.append(LogLine("error", f"Step {claim.step} failed: {error}", claim.step))
+    trace = sentry.trace_headers() if retrying else {}
+    row = run_one(
+        "fail_step",
+        job_id=claim.job_id,
+        attempt_id=claim.attempt_id,
+        step=claim.step,
+        status=target.value,
+        from_statuses=from_,
+        retrying=retrying,
+        job_error=f"{claim.step}: {error}",
+        error=error,
+        traceback=traceback,
+        delay=delay,
+        logs=_lines(lines),
+        traceparent=trace.get("traceparent"),
+        baggage=trace.get("baggage"),
+    )
+    if row is None:
+        return _discard(claim, list(logs), error=error, traceback=traceback)
+    if not retrying:
+        instruments.record_job_finished(row)
     return "retrying" if retrying else "failed"
 
 
 def release_lapsed(attempt_id: uuid.UUID, job_id: uuid.UUID, step: str) -> bool:
     """Re-queue a step whose claim lease lapsed (its worker died); True when it was."""
     try:
-        _transition(
+        job = _transition(
             job_id,
             JobStatus.PENDING,
             Job.claim_step_id == attempt_id,
@@ -555,7 +656,7 @@ def release_lapsed(attempt_id: uuid.UUID, job_id: uuid.UUID, step: str) -> bool:
         )
     )
     add_log(job_id, "recovered", f"Step {step} lost its worker; queued again", step=step)
-    _commit([_outbox(job_id, step)])
+    _commit([_outbox(job, step)])
     return True
 
 
@@ -566,7 +667,7 @@ def redispatch_stalled(job_id: uuid.UUID, step: str, *, stall_seconds: float) ->
     commits; a worker that dies in between leaves the job RUNNING with nobody on it.
     """
     try:
-        _transition(
+        job = _transition(
             job_id,
             JobStatus.PENDING,
             Job.claim_step_id.is_(None),
@@ -578,11 +679,51 @@ def redispatch_stalled(job_id: uuid.UUID, step: str, *, stall_seconds: float) ->
         db.session.rollback()
         return False
     add_log(job_id, "recovered", f"Step {step} was not dispatched; queued again", step=step)
-    _commit([_outbox(job_id, step)])
+    _commit([_outbox(job, step)])
     return True
 
 
 # -- Checkpoints -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """A decision as written."""
+
+    id: uuid.UUID
+    outcome: str
+    user_id: uuid.UUID
+    decided_by: str
+    created_at: datetime
+    reason: str | None = None
+    data: Any = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class DecidedCheckpoint:
+    """A checkpoint just decided, with its decision, as written."""
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    handler: str
+    type: str
+    status: str
+    title: str
+    data: Any
+    step: str
+    resume_step: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    decided_at: datetime
+    decision: DecisionRecord
+
+
+#: A decision moves a job from WAITING_APPROVAL to one of these.
+_DECISION_TARGETS = (JobStatus.PENDING, JobStatus.COMPLETED, JobStatus.FAILED)
+if not all(JobStatus.WAITING_APPROVAL.value in sources(t) for t in _DECISION_TARGETS):
+    raise ValueError("a decision must be able to move a WAITING_APPROVAL job")
 
 
 def decide(
@@ -595,93 +736,120 @@ def decide(
     data: Any = None,
     ip: str | None = None,
     user_agent: str | None = None,
-) -> Checkpoint:
-    """Approve or reject a pending checkpoint, exactly once.
+) -> DecidedCheckpoint:
+    """Approve or reject a pending checkpoint, exactly once, in one statement.
 
     Approval puts the job back to PENDING at the step after the checkpoint (or
-    COMPLETED when there is none) with the continuation's dispatch intent in the
-    same transaction. Rejection fails the job with the reason.
+    COMPLETED when there is none) with the continuation's dispatch intent, published
+    once written. Rejection fails the job with the reason.
 
     :raises NotFoundError: for an unknown checkpoint.
     :raises AlreadyDecided: when it was decided first; ``details`` carries that decision.
+    :raises InvalidTransition: when its job is not waiting for it.
     """
-    status = CheckpointStatus.APPROVED if outcome == Outcome.APPROVED else CheckpointStatus.REJECTED
-    checkpoint = db.session.execute(
-        sa.update(Checkpoint)
-        .where(Checkpoint.id == checkpoint_id, Checkpoint.status == CheckpointStatus.PENDING.value)
-        .values(status=status.value, decided_at=_now())
-        .returning(Checkpoint)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if checkpoint is None:
-        db.session.rollback()
+    approved = outcome == Outcome.APPROVED
+    status = CheckpointStatus.APPROVED if approved else CheckpointStatus.REJECTED
+    words = f" by {user_name}" + (f": {reason}" if reason else "")
+    trace = sentry.trace_headers() if approved else {}
+    row = run_one(
+        "decide",
+        checkpoint_id=checkpoint_id,
+        status=status.value,
+        from_status=JobStatus.WAITING_APPROVAL.value,
+        outcome=outcome.value,
+        approved=approved,
+        resumed=JobStatus.PENDING.value,
+        completed=JobStatus.COMPLETED.value,
+        rejected=JobStatus.FAILED.value,
+        user_id=user_id,
+        reason=reason,
+        data=None if data is None else _json(data),
+        ip=ip,
+        user_agent=user_agent,
+        error=f"Checkpoint rejected{': ' + reason if reason else ''}",
+        log_kind="approved" if approved else "rejected",
+        log_message=f"Checkpoint {'approved' if approved else 'rejected'}{words}",
+        traceparent=trace.get("traceparent"),
+        baggage=trace.get("baggage"),
+    )
+    if row is None:
         existing = db.session.get(Checkpoint, checkpoint_id)
         if existing is None:
             raise NotFoundError(f"Checkpoint {checkpoint_id} not found")
-        raise AlreadyDecided(existing)
-    instruments.record_checkpoint_decided(checkpoint)
-    db.session.add(
-        Decision(
-            checkpoint_id=checkpoint_id,
-            user_id=user_id,
+        if existing.status != CheckpointStatus.PENDING:
+            raise AlreadyDecided(existing)
+        raise InvalidTransition(
+            f"Job {existing.job_id} is not waiting for checkpoint {checkpoint_id}",
+            details={"status": existing.job.status},
+        )
+    instruments.record_checkpoint_decided(row)
+    if row.job_status != JobStatus.PENDING:
+        instruments.record_job_finished(
+            _Finished(row.job_status, row.handler, row.job_created_at, row.job_finished_at)
+        )
+    if row.outbox_id is not None:
+        _publish(
+            [
+                Dispatch(
+                    row.outbox_id,
+                    row.job_id,
+                    row.resume_step,
+                    row.handler,
+                    row.job_priority,
+                    **trace,
+                )
+            ]
+        )
+    return DecidedCheckpoint(
+        id=row.id,
+        job_id=row.job_id,
+        handler=row.handler,
+        type=row.type,
+        status=row.status,
+        title=row.title,
+        data=row.data,
+        step=row.step,
+        resume_step=row.resume_step,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        decided_at=row.decided_at,
+        decision=DecisionRecord(
+            id=row.decision_id,
             outcome=outcome.value,
+            user_id=user_id,
+            decided_by=user_name,
+            created_at=row.decision_created_at,
             reason=reason,
             data=data,
             ip=ip,
             user_agent=user_agent,
-        )
+        ),
     )
-    dispatch: list[uuid.UUID] = []
-    words = f" by {user_name}" + (f": {reason}" if reason else "")
-    if outcome == Outcome.REJECTED:
-        job = _transition(
-            checkpoint.job_id,
-            JobStatus.FAILED,
-            from_={JobStatus.WAITING_APPROVAL},
-            current_step=checkpoint.step,
-            finished_at=_now(),
-            error=f"Checkpoint rejected{': ' + reason if reason else ''}",
-        )
-        add_log(checkpoint.job_id, "rejected", f"Checkpoint rejected{words}", step=checkpoint.step)
-        instruments.record_job_finished(job)
-    elif checkpoint.resume_step is None:
-        last = registry.get(checkpoint.handler).steps[-1].name
-        output = db.session.execute(
-            sa.select(JobStep.output)
-            .where(
-                JobStep.job_id == checkpoint.job_id,
-                JobStep.step == last,
-                JobStep.status == StepStatus.SUCCEEDED.value,
-            )
-            .order_by(JobStep.attempt.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        job = _transition(
-            checkpoint.job_id,
-            JobStatus.COMPLETED,
-            from_={JobStatus.WAITING_APPROVAL},
-            result=output,
-            finished_at=_now(),
-        )
-        add_log(checkpoint.job_id, "approved", f"Checkpoint approved{words}", step=checkpoint.step)
-        instruments.record_job_finished(job)
-    else:
-        _transition(
-            checkpoint.job_id,
-            JobStatus.PENDING,
-            from_={JobStatus.WAITING_APPROVAL},
-            current_step=checkpoint.resume_step,
-            step_attempts=0,
-        )
-        add_log(checkpoint.job_id, "approved", f"Checkpoint approved{words}", step=checkpoint.step)
-        dispatch.append(_outbox(checkpoint.job_id, checkpoint.resume_step))
-    _commit(dispatch)
-    db.session.refresh(checkpoint)
-    return checkpoint
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """A job that reached a final status, as ``instruments.record_job_finished`` reads it."""
+
+    status: str
+    job_type: str
+    created_at: datetime
+    finished_at: datetime
 
 
 def expire_checkpoint(checkpoint_id: uuid.UUID) -> bool:
-    """Expire a pending checkpoint past its time and fail its job; False if it was decided."""
+    """Expire a pending checkpoint past its time and fail its job; False if it was decided.
+
+    Locks the job first, as ``decide`` and ``cancel`` do.
+    """
+    db.session.execute(
+        sa.select(Job.id)
+        .where(
+            Job.id
+            == sa.select(Checkpoint.job_id).where(Checkpoint.id == checkpoint_id).scalar_subquery()
+        )
+        .with_for_update()
+    )
     checkpoint = db.session.execute(
         sa.update(Checkpoint)
         .where(

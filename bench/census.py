@@ -152,7 +152,11 @@ class Phase:
 
 
 def shape(statement: str) -> str:
-    """A statement's verb and first table: ``INSERT jobs``, ``BEGIN``, ``WITH jobs``."""
+    """A named statement's name (``claim_step``), or a statement's verb and first table
+    (``INSERT jobs``, ``BEGIN``)."""
+    named = re.match(r"/\* agentq\.(\w+) \*/", statement)
+    if named:
+        return named.group(1)
     words = statement.replace("(", " ").split()
     upper = [w.upper() for w in words]
     verb = upper[0] if upper else ""

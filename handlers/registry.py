@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -80,13 +81,24 @@ class StepContext:
         if type == APPROVAL_REQUIRED and self.blocks:
             raise ValueError("a step can open at most one APPROVAL_REQUIRED checkpoint")
         self.checkpoints.append(
-            {"type": type, "title": title, "data": data, "expires_in": expires_in}
+            {
+                "id": str(uuid.uuid4()),
+                "type": type,
+                "title": title,
+                "data": data,
+                "expires_in": expires_in,
+            }
         )
 
     @property
     def blocks(self) -> bool:
         """Whether this step opened an APPROVAL_REQUIRED checkpoint."""
-        return any(c["type"] == APPROVAL_REQUIRED for c in self.checkpoints)
+        return self.approval_checkpoint_id is not None
+
+    @property
+    def approval_checkpoint_id(self) -> str | None:
+        """The id of the APPROVAL_REQUIRED checkpoint this step opened, if it opened one."""
+        return next((c["id"] for c in self.checkpoints if c["type"] == APPROVAL_REQUIRED), None)
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,28 @@
 
 Each step of each registered handler becomes a task named ``agentq.<handler>.<step>``.
 A task claims its job's step through ``app.state`` (a duplicate delivery finds the
-claim taken and exits), runs the step function while a thread renews the claim's
-lease, and hands the outcome back to ``app.state``. When the job does not go on
-within this chain (an approval checkpoint, a failure, a lost claim), the task
-clears the rest of its Celery chain so that nothing after it runs.
+claim taken and exits), runs the step function, and hands the outcome back to
+``app.state``, which records it with the step's log lines in one statement. When the
+job does not go on within this chain (an approval checkpoint, a failure, a lost
+claim), the task clears the rest of its Celery chain so that nothing after it runs.
+
+While steps run, one thread per process (``Attempts``) renews their claim leases and
+writes the log lines of steps that run longer than ``LOG_FLUSH_SECONDS``, so progress
+shows while they run; a short step costs neither.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
+import math
+import os
 import threading
 import time
 import traceback
 import uuid
+from dataclasses import dataclass
+from dataclasses import field
 
 from celery import Celery
 from celery import Task
@@ -25,7 +32,6 @@ from flask import current_app
 
 from app import instruments
 from app import logs
-from app import queries
 from app import sentry
 from app import state
 from app.errors import PermanentError
@@ -69,44 +75,51 @@ def _stop_chain(task: Task) -> None:
 def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
     """Claim, run and record one step attempt; returns what happened to the job."""
     app = current_app._get_current_object()
-    lease = app.config["STEP_LEASE_SECONDS"]
     claim = state.claim_step(
         job_id,
         step.name,
         worker=task.request.hostname or "unknown",
         task_id=task.request.id,
-        lease_seconds=lease,
+        lease_seconds=app.config["STEP_LEASE_SECONDS"],
     )
     if claim is None:
         log.info("step %s of job %s: not its turn (duplicate or stale delivery)", step.name, job_id)
         _stop_chain(task)
         return "skipped"
     chain_continues = bool(task.request.chain)
-    ctx = _context(app, claim)
-    started = _observe_start(claim, ctx)
-    with LeaseKeeper(app, claim.attempt_id, lease):
-        try:
-            output = _json_checked(step.fn(ctx))
-        except Exception as exc:  # the one place step errors are caught; the policy decides
-            outcome = state.fail_step(
-                claim,
-                error=f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(),
-                permanent=isinstance(exc, PermanentError),
-            )
-            _observe_failure(claim, exc, outcome, started)
-            _stop_chain(task)
-            return outcome
-    outcome = state.finish_step(claim, output, ctx.checkpoints, chain_continues=chain_continues)
-    _observe_finish(claim, outcome, started)
+    attempts = Attempts.here(app)
+    running = attempts.start(claim)
+    ctx = _context(app, claim, running)
+    started = _observe_start(claim)
+    try:
+        output = _json_checked(step.fn(ctx))
+    except Exception as exc:  # the one place step errors are caught; the policy decides
+        outcome = state.fail_step(
+            claim,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            permanent=isinstance(exc, PermanentError),
+            logs=attempts.end(running),
+        )
+        _observe_failure(claim, exc, outcome, started)
+        _stop_chain(task)
+        return outcome
+    outcome = state.finish_step(
+        claim,
+        output,
+        ctx.checkpoints,
+        logs=attempts.end(running),
+        chain_continues=chain_continues,
+    )
+    _observe_finish(claim, ctx, outcome, started)
     if outcome != "advanced":
         _stop_chain(task)
     return outcome
 
 
-def _observe_start(claim: state.Claim, ctx: StepContext) -> float:
+def _observe_start(claim: state.Claim) -> float:
     """Log the attempt and tag it for Sentry; returns its start time (``time.monotonic``)."""
-    checkpoint_id = ctx.decision.checkpoint_id if ctx.decision else None
+    checkpoint_id = claim.decision.checkpoint_id if claim.decision else None
     logs.bind(checkpoint_id=checkpoint_id)
     sentry.tag_step(
         job_id=claim.job_id, job_type=claim.job_type, step=claim.step, checkpoint_id=checkpoint_id
@@ -137,12 +150,12 @@ def _observe_failure(claim: state.Claim, exc: Exception, outcome: str, started: 
     sentry.capture_step_error(exc, outcome=outcome)
 
 
-def _observe_finish(claim: state.Claim, outcome: str, started: float) -> None:
+def _observe_finish(claim: state.Claim, ctx: StepContext, outcome: str, started: float) -> None:
     """Log and count the step's outcome."""
     instruments.record_step(claim, outcome, time.monotonic() - started)
     if outcome == "waiting":
         # The step opened an approval checkpoint: later lines and events name it.
-        checkpoint_id = queries.pending_checkpoint_id(claim.job_id)
+        checkpoint_id = ctx.approval_checkpoint_id
         logs.bind(checkpoint_id=checkpoint_id)
         sentry.tag(checkpoint_id=checkpoint_id)
     log.info(
@@ -171,59 +184,129 @@ def _json_checked(output):
     return output
 
 
-def _context(app: Flask, claim: state.Claim) -> StepContext:
-    job = queries.get_job(claim.job_id)
-
-    def write_log(kind: str, message: str, data=None) -> None:
-        state.write_log(claim.job_id, kind, message, step=claim.step, data=data)
-
+def _context(app: Flask, claim: state.Claim, running: Running) -> StepContext:
     return StepContext(
         job_id=str(claim.job_id),
         job_type=claim.job_type,
         step=claim.step,
         attempt=claim.attempt,
-        task_description=job.task_description,
-        input=job.input_data,
-        outputs=queries.step_outputs(claim.job_id),
-        decision=queries.last_decision(claim.job_id),
+        task_description=claim.task_description,
+        input=claim.input_data,
+        outputs=claim.outputs,
+        decision=claim.decision,
         workspace=Workspace(app.config["WORKSPACE_ROOT"], str(claim.job_id)),
-        log=write_log,
+        log=running.log,
     )
 
 
-class LeaseKeeper:
-    """Renews a running attempt's claim lease every third of its length, in a thread."""
+#: Seconds a running step's log line may wait before it is written on its own (a step
+#: that returns sooner writes its lines with its result).
+LOG_FLUSH_SECONDS = 1.0
 
-    def __init__(self, app: Flask, attempt_id: uuid.UUID, lease_seconds: float) -> None:
+
+@dataclass(eq=False)
+class Running:
+    """A step attempt running in this process: its claim, and its lines not yet written."""
+
+    claim: state.Claim
+    attempts: Attempts
+    renewed: float = field(default_factory=time.monotonic)
+    lines: list[state.LogLine] = field(default_factory=list)
+    first_line: float | None = None
+    lost: bool = False
+
+    def log(self, kind: str, message: str, data=None) -> None:
+        """``ctx.log``: a job log line, written with the result or within a second."""
+        line = state.LogLine(kind, message, self.claim.step, data)
+        with self.attempts.changed:
+            self.lines.append(line)
+            if self.first_line is None:
+                self.first_line = time.monotonic()
+                self.attempts.changed.notify()
+
+
+class Attempts:
+    """The step attempts running in this process, and the thread that looks after them:
+    it renews their claim leases every third of the lease and writes log lines that
+    waited ``LOG_FLUSH_SECONDS``. It sleeps while nothing is due."""
+
+    _here: Attempts | None = None
+
+    @classmethod
+    def here(cls, app: Flask) -> Attempts:
+        """This process's instance (a forked pool process makes its own)."""
+        if cls._here is None or cls._here.pid != os.getpid():
+            cls._here = cls(app)
+        return cls._here
+
+    def __init__(self, app: Flask) -> None:
         self.app = app
-        self.attempt_id = attempt_id
-        self.lease_seconds = lease_seconds
-        self._stop = threading.Event()
-        # The thread runs in a copy of the step's context: its log lines carry the job.
-        self._thread = threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(self._run,),
-            name="agentq-lease",
-            daemon=True,
-        )
+        self.pid = os.getpid()
+        self.lease_seconds = app.config["STEP_LEASE_SECONDS"]
+        self.changed = threading.Condition()
+        self._running: set[Running] = set()
+        threading.Thread(target=self._loop, name="agentq-attempts", daemon=True).start()
 
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
+    def start(self, claim: state.Claim) -> Running:
+        running = Running(claim, self)
+        with self.changed:
+            self._running.add(running)
+            self.changed.notify()
+        return running
 
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
+    def end(self, running: Running) -> list[state.LogLine]:
+        """Stop looking after ``running``; returns its log lines not written yet."""
+        with self.changed:
+            self._running.discard(running)
+            lines, running.lines, running.first_line = running.lines, [], None
+        return lines
 
-    def _run(self) -> None:
-        with self.app.app_context():
-            while not self._stop.wait(self.lease_seconds / 3):
-                try:
-                    if not state.renew_lease(self.attempt_id, self.lease_seconds):
-                        log.warning(
-                            "attempt %s lost its claim; its result will be discarded",
-                            self.attempt_id,
-                        )
-                        return
-                except Exception:  # a database blip must not kill the step; the next try may work
-                    log.exception("renewing the lease of attempt %s failed", self.attempt_id)
+    def _due(self, running: Running) -> float:
+        """When ``running`` next needs the thread: a lease to renew, lines to write."""
+        due = math.inf if running.lost else running.renewed + self.lease_seconds / 3
+        if running.first_line is not None:
+            due = min(due, running.first_line + LOG_FLUSH_SECONDS)
+        return due
+
+    def _loop(self) -> None:
+        while True:
+            with self.changed:
+                while True:
+                    now = time.monotonic()
+                    due = min((self._due(r) for r in self._running), default=math.inf)
+                    if due <= now:
+                        break
+                    self.changed.wait(None if due == math.inf else due - now)
+                renew = [
+                    r
+                    for r in self._running
+                    if not r.lost and now >= r.renewed + self.lease_seconds / 3
+                ]
+                for r in renew:
+                    r.renewed = now
+                flush = []
+                for r in self._running:
+                    if r.first_line is not None and now >= r.first_line + LOG_FLUSH_SECONDS:
+                        flush.append((r.claim, r.lines))
+                        r.lines, r.first_line = [], None
+            try:
+                with self.app.app_context():
+                    self._renew(renew)
+                    for claim, lines in flush:
+                        state.write_logs(claim.job_id, lines)
+            except Exception:  # a database blip must not end the thread; the next turn may work
+                log.exception("renewing leases or writing step logs failed")
+
+    def _renew(self, renew: list[Running]) -> None:
+        if not renew:
+            return
+        held = state.renew_leases([r.claim.attempt_id for r in renew], self.lease_seconds)
+        for r in renew:
+            if r.claim.attempt_id not in held:
+                r.lost = True
+                log.warning(
+                    "attempt %s of step %s of job %s lost its claim; its result will be discarded",
+                    r.claim.attempt,
+                    r.claim.step,
+                    r.claim.job_id,
+                )

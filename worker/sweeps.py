@@ -47,7 +47,7 @@ def sweep() -> dict[str, int]:
             for row in queries.stalled_jobs(stall)
         )
     expired = sum(state.expire_checkpoint(cid) for cid in queries.expired_checkpoints())
-    published = outbox.publish(older_than=current_app.config["OUTBOX_GRACE_SECONDS"])
+    published = outbox.publish_due(older_than=current_app.config["OUTBOX_GRACE_SECONDS"])
     counts = {"released": released, "stalled": stalled, "expired": expired, "published": published}
     if any(counts.values()):
         log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import sqlalchemy.orm as so
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -59,7 +60,10 @@ class PendingCheckpoints(MethodView):
     def get(self, args: dict):
         """List pending checkpoints, oldest first, with their jobs"""
         rows, cursor = keyset_page(
-            queries.pending_checkpoints(job_type=args.get("job_type")),
+            # Each checkpoint's job (and its owner) in the same query.
+            queries.pending_checkpoints(job_type=args.get("job_type")).options(
+                so.contains_eager(Checkpoint.job)
+            ),
             Checkpoint,
             cursor=args.get("cursor"),
             limit=args["limit"],

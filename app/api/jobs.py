@@ -47,7 +47,7 @@ def get_job_or_404(job_id: uuid.UUID) -> Job:
     return job
 
 
-def _bind(job: Job) -> None:
+def _bind(job: Job | state.NewJob) -> None:
     """Name the job on this request's log lines and Sentry events."""
     logs.bind(job_id=job.id, job_type=job.job_type)
     sentry.tag(job_id=job.id, job_type=job.job_type)
@@ -84,10 +84,13 @@ class Jobs(MethodView):
                     }
                 },
             )
-        job = state.enqueue(user_id=current_user().id, idempotency_key=key, **body)
+        user = current_user()
+        job = state.enqueue(user_id=user.id, user_name=user.name, idempotency_key=key, **body)
         _bind(job)
         log.info("job %s queued at priority %s", job.id, job.priority)
-        return detail(job)
+        if isinstance(job, Job):  # an Idempotency-Key replay: the job as it is now
+            return detail(job)
+        return {"success": True, "job": job}
 
     @login_required()
     @blp.doc(security=[BEARER])

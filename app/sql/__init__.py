@@ -1,17 +1,48 @@
-"""Named SQL statements, loaded once from the ``.sql`` files beside this module.
+"""Named SQL statements, loaded once from the ``.sql`` files beside this module, and how
+the hot paths run them.
 
-Each statement is a block headed ``-- name --`` and a one-line ``--`` description,
-as procrastinate keeps its queries. ``queries["claim_outbox"]`` is a ``sa.text``.
+Each statement is a block headed ``-- name --`` and a ``--`` description, as
+procrastinate keeps its queries. ``queries["claim_outbox"]`` is a ``sa.text`` for the
+ORM session; its text starts with ``/* agentq.claim_outbox */``, which names it in the
+server's logs and in ``pg_stat_activity``.
+
+The hot paths (a submission, a step's claim and result, a decision) are each one
+statement that commits on its own (``hot.sql``). ``run(name, **params)`` executes one,
+compiled once to psycopg2's parameter style, on a pooled connection switched to
+autocommit for that statement, and returns its rows; the connection goes back to the
+pool at once, so a request never holds two. No ORM and no SQLAlchemy result machinery
+on that path: the rows are named tuples.
+
+Connections are not pinged on every checkout (``pool_pre_ping`` costs a round trip
+each time): one that sat idle in the pool for ``IDLE_PING_SECONDS`` is pinged before
+use. A statement that finds its connection dropped by the server throws the pool's
+connections away, and runs once more if it is safe to repeat (``REPEATABLE``).
 """
 
 from __future__ import annotations
 
+import collections
 import re
+import time
 from pathlib import Path
+from typing import Any
 
+import psycopg2
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
+from sqlalchemy.pool import Pool
+
+from app.extensions import db
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
+
+#: Seconds a pooled connection may idle before it is pinged at checkout.
+IDLE_PING_SECONDS = 10.0
+
+#: Hot statements that may run a second time when the first found its connection dropped
+#: (the first may have reached the server): reads; the claim (a repeat finds the claim
+#: taken, skips, and the lease sweep re-dispatches the step); idempotent bookkeeping.
+REPEATABLE = {"authenticate", "claim_step", "renew_leases", "published", "unpublished"}
 
 
 def _load() -> dict[str, sa.TextClause]:
@@ -21,8 +52,77 @@ def _load() -> dict[str, sa.TextClause]:
         for name, body in zip(parts[1::2], parts[2::2], strict=True):
             if name in statements:
                 raise ValueError(f"{path.name}: statement {name!r} is defined twice")
-            statements[name] = sa.text(body.strip())
+            sql = "\n".join(ln for ln in body.strip().splitlines() if not ln.startswith("--"))
+            statements[name] = sa.text(f"/* agentq.{name} */ {sql}")
     return statements
 
 
 queries = _load()
+
+_DIALECT = pg_dialect.dialect()
+#: Each statement in psycopg2's ``%(name)s`` style, compiled once.
+_compiled = {name: str(clause.compile(dialect=_DIALECT)) for name, clause in queries.items()}
+_row_types: dict[tuple[str, ...], type] = {}
+
+
+def _row_type(description) -> type:
+    names = tuple(column.name for column in description)
+    row_type = _row_types.get(names)
+    if row_type is None:
+        row_type = _row_types[names] = collections.namedtuple("Row", names)
+    return row_type
+
+
+def run(name: str, /, **params: Any) -> list:
+    """Run the statement ``name`` on its own, in autocommit; its rows, as named tuples."""
+    sql = _compiled[name]
+    engine = db.engine
+    for attempt in (1, 2):
+        fairy = engine.raw_connection()
+        conn = fairy.dbapi_connection
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                cursor.execute(sql, params)
+                if cursor.description is None:
+                    return []
+                row_type = _row_type(cursor.description)
+                return [row_type(*row) for row in cursor.fetchall()]
+        except psycopg2.Error as exc:
+            if not engine.dialect.is_disconnect(exc, conn, None):
+                raise
+            # The server dropped the connection (restart, failover, idle timeout): it and
+            # its pool-mates are gone. Once more on a fresh connection, when that is safe.
+            fairy.invalidate(exc)
+            engine.dispose()
+            if attempt == 2 or name not in REPEATABLE:
+                raise
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+            fairy.close()
+    raise AssertionError("unreachable")
+
+
+def run_one(name: str, /, **params: Any):
+    """:func:`run` for a statement that returns at most one row: the row, or None."""
+    rows = run(name, **params)
+    return rows[0] if rows else None
+
+
+@sa.event.listens_for(Pool, "checkin")
+def _idle_since(_dbapi_connection, record) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+@sa.event.listens_for(Pool, "checkout")
+def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        dbapi_connection.rollback()
+    except Exception as exc:  # any driver error: the pool replaces the connection
+        raise sa.exc.DisconnectionError(f"idle connection is gone: {exc}") from exc

@@ -4,12 +4,16 @@ Flower learns about tasks from Celery's events, which travel over Redis pub/sub 
 are lost while nobody listens: Flower is started, and seen to receive the worker's
 heartbeats, before any job runs. It runs on ``worker.flower`` (agentq's settings on
 kombu's own Redis transport; see that module for why ``-A worker`` cannot count queues).
+
+Task events are off by default; as the README tells Flower's users, the worker and
+the publisher here run with ``CELERY_TASK_EVENTS=1``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import uuid
 
 import pytest
 import redis
@@ -17,7 +21,10 @@ import requests
 
 from app.config import STEPS_QUEUE
 from app.embedded import free_port
+from tests.conftest import ApiUser
 from tests.conftest import Process
+from tests.conftest import celery_process
+from tests.conftest import stop_worker
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
@@ -63,17 +70,64 @@ def flower(servers):
     flower.stop()
 
 
-@pytest.fixture
-def worker_name(worker, app, flower) -> str:
-    """The session worker's name, once Flower receives its events (so it sees what follows)."""
-    [answer] = app.extensions["celery"].control.ping(timeout=1)
-    [name] = answer
-    wait_until(
-        lambda: flower.get("/api/workers", status=1).get(name),
-        30,
-        f"Flower to receive the heartbeats of {name}",
+#: What the README says to set on web and workers for Flower.
+EVENTS = {"CELERY_TASK_EVENTS": "1"}
+
+
+@pytest.fixture(scope="module")
+def events_worker(app, celery_worker):
+    """The session's worker stopped, and one with task events on in its place."""
+    stop_worker(app, celery_worker)
+    name = f"flower-{uuid.uuid4().hex[:6]}"
+    worker = celery_process(
+        "worker",
+        *("-Q", "agentq.steps,agentq.sweeps", "--concurrency", "1", "--hostname", f"{name}@%h"),
+        *("--without-mingle", "--without-gossip"),
+        name="events-worker",
+        env=EVENTS,
     )
-    return name
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture(scope="module")
+def events_app(servers, monkeypatch_module):
+    """An app of the web whose publishing sends task-sent events."""
+    from app import create_app
+
+    for name, value in EVENTS.items():
+        monkeypatch_module.setenv(name, value)
+    return create_app({"TESTING": True, "HTTP_METRICS": False})
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture
+def users(events_app, user, admin):
+    """``user`` and ``admin`` calling the events app."""
+    client = events_app.test_client()
+    return (
+        ApiUser(client, user.name, user.token, user.id),
+        ApiUser(client, admin.name, admin.token, admin.id),
+    )
+
+
+@pytest.fixture
+def worker_name(events_worker, app, flower) -> str:
+    """The events worker's name, once Flower receives its heartbeats (so it sees what
+    follows)."""
+    prefix = events_worker.argv[events_worker.argv.index("--hostname") + 1].split("@")[0]
+
+    def heard():
+        workers = flower.get("/api/workers", status=1)
+        return next((n for n, up in workers.items() if n.startswith(prefix + "@") and up), None)
+
+    return wait_until(heard, 60, f"Flower to receive the heartbeats of {prefix}")
 
 
 def steps_in_redis() -> dict[str, int]:
@@ -86,11 +140,12 @@ def steps_in_redis() -> dict[str, int]:
     return lengths
 
 
-def test_flower_shows_the_worker_and_the_steps_of_a_finished_job(flower, worker_name, user, admin):
+def test_flower_shows_the_worker_and_the_steps_of_a_finished_job(flower, worker_name, users):
     """Given Flower listening, when a code-generation job is approved and completes,
     then Flower lists the worker with the queues it consumes and agentq's tasks, and
     each step task of the job under its readable name, succeeded on that worker.
     """
+    user, admin = users
     job = user.enqueue("code-generation", {"files": PROPOSAL})
     user.wait_for(job["id"], "WAITING_APPROVAL")
     response = admin.approve(user.pending_checkpoint(job["id"])["id"], reason="fine")
@@ -120,13 +175,12 @@ def test_flower_shows_the_worker_and_the_steps_of_a_finished_job(flower, worker_
         assert task["received"] <= task["started"] <= task["succeeded"]
 
 
-def test_flower_counts_the_steps_queue_across_its_priority_lists(
-    flower, worker_name, app, user, admin
-):
+def test_flower_counts_the_steps_queue_across_its_priority_lists(flower, worker_name, users):
     """Given the fleet paused, when jobs of five priorities wait in the steps queue, then
     Flower's queue length is the sum of every priority list kombu filled in Redis;
     after resuming, the jobs complete and Flower counts an empty queue.
     """
+    user, admin = users
     # Flower lists the queues its workers consumed when it last asked them: ask now,
     # before the pause takes agentq.steps off the worker's queues.
     assert any(

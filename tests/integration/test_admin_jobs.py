@@ -44,6 +44,7 @@ def enqueue(app, owner, job_type: str = "simple-task", **job) -> str:
     with app.app_context():
         made = state.enqueue(
             user_id=owner.id,
+            user_name=owner.name,
             job_type=job_type,
             task_description=job.get("description", "a test job"),
             input_data=job.get("input", {}),

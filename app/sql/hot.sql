@@ -1,0 +1,258 @@
+-- authenticate --
+-- The user of a bearer token (its SHA-256), unless the token was revoked.
+SELECT u.id, u.name, u.is_admin
+  FROM api_tokens t JOIN users u ON u.id = t.user_id
+ WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL
+
+-- enqueue --
+-- A new PENDING job, its "queued" log line and its dispatch intent, in one statement. With an
+-- Idempotency-Key this user already used, nothing is written and no row comes back.
+WITH job AS (
+    INSERT INTO jobs (user_id, job_type, task_description, input_data, priority, status,
+                      current_step, idempotency_key)
+    VALUES (:user_id, :job_type, :task_description, CAST(:input_data AS jsonb), :priority,
+            :status, :step, :idempotency_key)
+    ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, created_at, updated_at
+), log AS (
+    INSERT INTO job_logs (job_id, kind, message, created_at)
+    SELECT id, 'queued', :message, created_at FROM job
+    RETURNING id, created_at
+), outbox AS (
+    INSERT INTO outbox (job_id, step, traceparent, baggage)
+    SELECT id, :step, :traceparent, :baggage FROM job
+    RETURNING id
+)
+SELECT job.id, job.created_at, job.updated_at,
+       log.id AS log_id, log.created_at AS log_created_at, outbox.id AS outbox_id
+  FROM job, log, outbox
+
+-- claim_step --
+-- Claim a job's current step for a new attempt (or take over one whose holder's lease
+-- lapsed) in one statement: the guarded UPDATE, the attempt's ledger row, other running
+-- attempts of the step marked lost, the dispatch intent that brought the step here
+-- dropped; and what the step needs: the job, what earlier steps returned (each step's
+-- latest successful attempt) and the decision on the last decided checkpoint. No row: it
+-- is not this step's turn.
+WITH claimed AS (
+    UPDATE jobs
+       SET status = :status,
+           claim_step_id = :attempt_id,
+           step_attempts = step_attempts + 1,
+           started_at = coalesce(started_at, clock_timestamp()),
+           updated_at = clock_timestamp()
+     WHERE id = :job_id
+       AND current_step = :step
+       AND status = ANY(:from_statuses)
+       AND (claim_step_id IS NULL
+            OR claim_step_id IN (SELECT s.id FROM job_steps s
+                                  WHERE s.id = jobs.claim_step_id
+                                    AND (s.status <> 'running'
+                                         OR s.lease_expires_at < clock_timestamp())))
+    RETURNING id, job_type, step_attempts, task_description, input_data
+), attempt AS (
+    INSERT INTO job_steps (id, job_id, step, attempt, worker, task_id, lease_expires_at)
+    SELECT :attempt_id, claimed.id, :step,
+           coalesce((SELECT max(attempt) FROM job_steps
+                      WHERE job_id = :job_id AND step = :step), 0) + 1,
+           :worker, :task_id, clock_timestamp() + make_interval(secs => :lease_seconds)
+      FROM claimed
+    RETURNING attempt
+), superseded AS (
+    UPDATE job_steps
+       SET status = 'lost', finished_at = clock_timestamp(),
+           error = 'superseded: the claim lease lapsed and another attempt took the step'
+     WHERE job_id = :job_id AND step = :step AND status = 'running'
+       AND EXISTS (SELECT FROM claimed)
+), dispatched AS (
+    DELETE FROM outbox
+     WHERE job_id = :job_id AND step = :step AND available_at <= clock_timestamp()
+       AND EXISTS (SELECT FROM claimed)
+)
+SELECT claimed.job_type, claimed.step_attempts, claimed.task_description, claimed.input_data,
+       attempt.attempt,
+       (SELECT coalesce(jsonb_object_agg(o.step, o.output), '{}'::jsonb)
+          FROM (SELECT DISTINCT ON (step) step, output FROM job_steps
+                 WHERE job_id = :job_id AND status = 'succeeded'
+                 ORDER BY step, attempt DESC) o) AS outputs,
+       (SELECT jsonb_build_object(
+                   'outcome', d.outcome, 'approver', u.name, 'reason', d.reason,
+                   'data', d.data, 'proposed', c.data, 'checkpoint_id', c.id)
+          FROM decisions d
+          JOIN checkpoints c ON c.id = d.checkpoint_id
+          LEFT JOIN users u ON u.id = d.user_id
+         WHERE c.job_id = :job_id
+         ORDER BY d.created_at DESC
+         LIMIT 1) AS decision
+  FROM claimed, attempt
+
+-- finish_step --
+-- Record a step's result and advance the job, in one statement: the job's guarded move
+-- (the attempt must still hold the claim), the attempt, the checkpoints it opened, its log
+-- lines, and the next step's dispatch intent when ``dispatch``. No row: the attempt had lost
+-- its claim and nothing was written.
+WITH job AS (
+    UPDATE jobs
+       SET status = :status,
+           claim_step_id = NULL,
+           current_step = :next_step,
+           step_attempts = CASE WHEN :status = 'RUNNING' THEN 0 ELSE step_attempts END,
+           result = CASE WHEN :status = 'COMPLETED' THEN CAST(:output AS jsonb) ELSE result END,
+           finished_at = CASE WHEN :status = 'COMPLETED' THEN clock_timestamp() END,
+           updated_at = clock_timestamp()
+     WHERE id = :job_id AND claim_step_id = :attempt_id AND status = ANY(:from_statuses)
+    RETURNING id, status, job_type, priority, created_at, finished_at
+), attempt AS (
+    UPDATE job_steps
+       SET status = 'succeeded', output = CAST(:output AS jsonb),
+           finished_at = clock_timestamp(), lease_expires_at = NULL
+     WHERE id = :attempt_id AND status = 'running' AND EXISTS (SELECT FROM job)
+), opened AS (
+    INSERT INTO checkpoints (id, job_id, type, status, title, data, handler, step, resume_step,
+                             expires_at)
+    SELECT c.id, job.id, c.type, c.status, c.title, c.data, job.job_type, :step, :next_step,
+           clock_timestamp() + make_interval(secs => c.expires_in)
+      FROM job, jsonb_to_recordset(CAST(:checkpoints AS jsonb))
+           AS c(id uuid, type text, status text, title text, data jsonb, expires_in float8)
+    RETURNING id, status
+), logged AS (
+    INSERT INTO job_logs (job_id, step, kind, message, data, created_at)
+    SELECT job.id, l.step, l.kind, l.message, l.data, coalesce(l.at, clock_timestamp())
+      FROM job, jsonb_to_recordset(CAST(:logs AS jsonb))
+           AS l(step text, kind text, message text, data jsonb, at timestamptz)
+), dispatch AS (
+    INSERT INTO outbox (job_id, step, traceparent, baggage)
+    SELECT id, :next_step, :traceparent, :baggage FROM job WHERE :dispatch
+    RETURNING id
+)
+SELECT job.status, job.job_type, job.priority, job.created_at, job.finished_at,
+       (SELECT id FROM opened WHERE status = 'PENDING') AS checkpoint_id,
+       (SELECT id FROM dispatch) AS outbox_id
+  FROM job
+
+-- fail_step --
+-- Record a step's exception, in one statement: the job goes back to PENDING with a dispatch
+-- intent due after the backoff (``retrying``) or fails; the attempt, and the log lines.
+-- No row: the attempt had lost its claim and nothing was written.
+WITH job AS (
+    UPDATE jobs
+       SET status = :status,
+           claim_step_id = NULL,
+           error = CASE WHEN :retrying THEN error ELSE :job_error END,
+           finished_at = CASE WHEN :retrying THEN finished_at ELSE clock_timestamp() END,
+           updated_at = clock_timestamp()
+     WHERE id = :job_id AND claim_step_id = :attempt_id AND status = ANY(:from_statuses)
+    RETURNING id, status, job_type, created_at, finished_at
+), attempt AS (
+    UPDATE job_steps
+       SET status = 'failed', error = :error, traceback = :traceback,
+           finished_at = clock_timestamp(), lease_expires_at = NULL
+     WHERE id = :attempt_id AND status = 'running' AND EXISTS (SELECT FROM job)
+), logged AS (
+    INSERT INTO job_logs (job_id, step, kind, message, data, created_at)
+    SELECT job.id, l.step, l.kind, l.message, l.data, coalesce(l.at, clock_timestamp())
+      FROM job, jsonb_to_recordset(CAST(:logs AS jsonb))
+           AS l(step text, kind text, message text, data jsonb, at timestamptz)
+), retry AS (
+    INSERT INTO outbox (job_id, step, available_at, traceparent, baggage)
+    SELECT id, :step, clock_timestamp() + make_interval(secs => :delay), :traceparent, :baggage
+      FROM job WHERE :retrying
+)
+SELECT job.status, job.job_type, job.created_at, job.finished_at FROM job
+
+-- discard_attempt --
+-- Record the result of an attempt that had lost its claim (it changes nothing), and the
+-- log lines it wrote.
+WITH attempt AS (
+    UPDATE job_steps
+       SET status = 'discarded', output = CAST(:output AS jsonb), error = :error,
+           traceback = :traceback, finished_at = clock_timestamp(), lease_expires_at = NULL
+     WHERE id = :attempt_id AND status = 'running'
+)
+INSERT INTO job_logs (job_id, step, kind, message, data, created_at)
+SELECT :job_id, l.step, l.kind, l.message, l.data, coalesce(l.at, clock_timestamp())
+  FROM jsonb_to_recordset(CAST(:logs AS jsonb))
+       AS l(step text, kind text, message text, data jsonb, at timestamptz)
+
+-- append_logs --
+-- Log lines a running step wrote (progress shown while it runs).
+INSERT INTO job_logs (job_id, step, kind, message, data, created_at)
+SELECT :job_id, l.step, l.kind, l.message, l.data, coalesce(l.at, clock_timestamp())
+  FROM jsonb_to_recordset(CAST(:logs AS jsonb))
+       AS l(step text, kind text, message text, data jsonb, at timestamptz)
+
+-- renew_leases --
+-- Extend running attempts' claim leases; an attempt missing from the result lost its claim.
+UPDATE job_steps
+   SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
+ WHERE id = ANY(:attempt_ids) AND status = 'running'
+RETURNING id
+
+-- published --
+-- Dispatch intents whose messages the broker took.
+DELETE FROM outbox WHERE id = ANY(:ids)
+
+-- unpublished --
+-- Dispatch intents the broker refused; the sweep publishes them later.
+UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE id = ANY(:ids)
+
+-- decide --
+-- Approve or reject a pending checkpoint, in one statement. The job's row is locked first
+-- (as cancel locks it first), so decisions, cancels and expiries of one job take their
+-- turns. Then the checkpoint's guarded move, the decision, the job's move (PENDING at the
+-- resume step with a dispatch intent, COMPLETED with the last step's output when there is
+-- no next step, or FAILED), and the log line. No row: not decided here (the checkpoint
+-- does not exist, was decided first, or its job is not waiting).
+WITH target AS (
+    SELECT j.id, j.status
+      FROM jobs j
+     WHERE j.id = (SELECT job_id FROM checkpoints WHERE id = :checkpoint_id)
+       FOR UPDATE
+), checkpoint AS (
+    UPDATE checkpoints c
+       SET status = :status, decided_at = clock_timestamp()
+      FROM target
+     WHERE c.id = :checkpoint_id AND c.status = 'PENDING' AND target.status = :from_status
+    RETURNING c.*
+), decision AS (
+    INSERT INTO decisions (checkpoint_id, user_id, outcome, reason, data, ip, user_agent)
+    SELECT id, :user_id, :outcome, :reason, CAST(:data AS jsonb), CAST(:ip AS inet),
+           :user_agent
+      FROM checkpoint
+    RETURNING id, created_at
+), job AS (
+    UPDATE jobs j
+       SET status = CASE WHEN :approved AND checkpoint.resume_step IS NOT NULL THEN :resumed
+                         WHEN :approved THEN :completed
+                         ELSE :rejected END,
+           current_step = CASE WHEN :approved THEN checkpoint.resume_step
+                               ELSE checkpoint.step END,
+           step_attempts = CASE WHEN :approved THEN 0 ELSE j.step_attempts END,
+           result = CASE WHEN :approved AND checkpoint.resume_step IS NULL
+                         THEN (SELECT s.output FROM job_steps s
+                                WHERE s.job_id = j.id AND s.step = checkpoint.step
+                                  AND s.status = 'succeeded'
+                                ORDER BY s.attempt DESC LIMIT 1)
+                         ELSE j.result END,
+           error = CASE WHEN :approved THEN j.error ELSE :error END,
+           finished_at = CASE WHEN :approved AND checkpoint.resume_step IS NOT NULL THEN NULL
+                              ELSE clock_timestamp() END,
+           updated_at = clock_timestamp()
+      FROM checkpoint
+     WHERE j.id = checkpoint.job_id
+    RETURNING j.id, j.status, j.job_type, j.priority, j.created_at, j.finished_at
+), logged AS (
+    INSERT INTO job_logs (job_id, step, kind, message)
+    SELECT job_id, step, :log_kind, :log_message FROM checkpoint
+), dispatch AS (
+    INSERT INTO outbox (job_id, step, traceparent, baggage)
+    SELECT job.id, checkpoint.resume_step, :traceparent, :baggage
+      FROM job, checkpoint
+     WHERE job.status = :resumed
+    RETURNING id
+)
+SELECT checkpoint.*, decision.id AS decision_id, decision.created_at AS decision_created_at,
+       job.status AS job_status, job.priority AS job_priority,
+       job.created_at AS job_created_at, job.finished_at AS job_finished_at,
+       (SELECT id FROM dispatch) AS outbox_id
+  FROM checkpoint, decision, job
