@@ -27,6 +27,8 @@ from app import multiproc
 
 #: Worker processes: ``WEB_CONCURRENCY``, or 2.
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
+#: Threads per worker: ``WEB_THREADS``; more than 1 makes gunicorn use its gthread worker.
+threads = int(os.environ.get("WEB_THREADS") or 1)
 
 #: Logs in LOG_FORMAT (JSON by default): gunicorn's error and access lines and the app's
 #: records, with the request id (``app.logs``).

@@ -261,10 +261,18 @@ def init_app(app: Flask) -> None:
 # -- Worker and beat -----------------------------------------------------------------------
 
 
+#: Celery's own line for each task received and each task succeeded: the step runner logs
+#: one line per step attempt with more in it (job, step, attempt, outcome, duration), so
+#: these say only what that line says. Their warnings and errors still come through.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
 @signals.setup_logging.connect
 def _celery_logging(loglevel=logging.INFO, logfile=None, **_kwargs) -> None:
     """Celery's worker and beat log through ``configure``; connected, Celery adds no handler."""
     configure(level=loglevel or logging.INFO, logfile=logfile or None)
+    for name in PER_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @signals.celeryd_init.connect

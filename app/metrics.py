@@ -90,7 +90,7 @@ class ScrapeCollector:
         row = queries.outbox_backlog()
         yield GaugeMetricFamily(
             "agentq_outbox_backlog",
-            "Dispatch intents (outbox rows) not yet published to the broker",
+            "Dispatch intents (outbox rows) still unpublished a second after they were written",
             value=row.backlog,
         )
         yield GaugeMetricFamily(

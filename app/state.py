@@ -565,6 +565,8 @@ def finish_step(
         step=claim.step,
         status=target.value,
         from_statuses=sources(target),
+        advanced=outcome == "advanced",
+        completed=outcome == "completed",
         next_step=nxt.name if nxt else None,
         output=_json(output),
         checkpoints=_json(opened),

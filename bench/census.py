@@ -1,13 +1,16 @@
 """The statement census: Postgres statements and Redis commands per job, per process and
 per phase (submit, each step, each approval), counted exactly on the servers.
 
-Postgres logs every statement (``log_statement = 'all'``) with the client's
-``application_name``, which each process of the system gets from its DATABASE_URL;
-BEGIN and COMMIT are statements like any other. Redis's MONITOR shows every command
-with the client's address, which psutil maps to the process that holds the socket.
-One job of each type runs alone, phase after phase, with no beat (its sweeps would
-mix in); each phase ends when the job reached its next state and the processes went
-quiet.
+Postgres logs every statement (``log_statement = 'all'``) with the pid of its backend;
+``pg_stat_activity`` gives the backend's client port, and psutil the process holding
+that socket. BEGIN and COMMIT are statements like any other. Redis's MONITOR shows
+every command with the client's port, mapped the same way. So each statement and
+command is put down to the process that sent it: the web's gunicorn workers, the
+worker's pool processes (which run the steps), or the worker's main process (which
+consumes messages and checks the fleet's paused flag every few seconds, whatever the
+jobs). One job of each type runs alone, phase after phase, with no beat (its sweeps
+would mix in); each phase ends when the job reached its next state and the processes
+went quiet.
 
 ``tests/acceptance/test_census.py`` gates the Postgres counts; ``make bench`` reports
 them with the Redis counts.
@@ -41,29 +44,44 @@ JOBS = {
     "code-generation": {"files": [{"path": "src/census.py", "content": "print('census')\n"}]},
     "data-processing": {"records": [{"name": "ada"}, {"name": "grace"}]},
 }
-#: Application names the counted processes connect with.
-ROLES = ("web", "worker")
+#: The worker's main process: it consumes the messages; its pool processes run the steps.
+MAIN = "worker (main)"
 #: How long every process must stay quiet before a phase is closed.
 QUIET = 0.3
 BUDGET = 6
 
-_STATEMENT = re.compile(r"^[^|]*\|([^|]*)\|(\d+)\|.*?LOG:  statement: (.*)$")
+_STATEMENT = re.compile(r"^[^|]*\|(\d+)\|.*?LOG:  statement: (.*)$")
 
 
-def with_application_name(url: str, name: str) -> str:
-    """``url`` with libpq's ``application_name`` set."""
-    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
+class Processes:
+    """Which process of the system holds a client socket: a role by local port."""
+
+    def __init__(self, roles: dict[str, Callable[[], set[int]]]) -> None:
+        self.roles = roles
+        self._ports: dict[int, str] = {}
+
+    def role_of_port(self, port: int) -> str:
+        if port not in self._ports:
+            pids = {
+                c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
+            }
+            self._ports[port] = next(
+                (role for role, tree in self.roles.items() if pids & tree()), "other"
+            )
+        return self._ports[port]
 
 
 class PgStatements:
-    """Every statement the server runs, read from its log, by application_name."""
+    """Every statement the server runs, read from its log, by the process that sent it."""
 
-    def __init__(self, log_path: Path, sql) -> None:
+    def __init__(self, log_path: Path, sql, processes: Processes) -> None:
         self.log_path = log_path
         self.sql = sql
+        self.processes = processes
+        self._backends: dict[int, str] = {}
 
     def __enter__(self) -> PgStatements:
-        self.sql("ALTER SYSTEM SET log_line_prefix = '%m|%a|%p|'")
+        self.sql("ALTER SYSTEM SET log_line_prefix = '%m|%p|'")
         self.sql("ALTER SYSTEM SET log_statement = 'all'")
         self.sql("SELECT pg_reload_conf()")
         return self
@@ -76,8 +94,15 @@ class PgStatements:
     def mark(self) -> int:
         return self.log_path.stat().st_size
 
+    def role_of_backend(self, pid: int) -> str:
+        if pid not in self._backends:
+            rows = self.sql("SELECT client_port FROM pg_stat_activity WHERE pid = %s", (pid,))
+            port = rows[0][0] if rows else None
+            self._backends[pid] = self.processes.role_of_port(port) if port else "other"
+        return self._backends[pid]
+
     def since(self, mark: int) -> list[tuple[str, str]]:
-        """(application_name, statement) of each statement logged after ``mark``."""
+        """(role, statement) of each statement logged after ``mark``."""
         with open(self.log_path, "rb") as log:
             log.seek(mark)
             text = log.read().decode(errors="replace")
@@ -85,18 +110,17 @@ class PgStatements:
         for line in text.splitlines():
             match = _STATEMENT.match(line)
             if match:
-                out.append((match.group(1), match.group(3)))
+                out.append((self.role_of_backend(int(match.group(1))), match.group(2)))
         return out
 
 
 class RedisMonitor:
     """Every command Redis runs, by the process that sent it (MONITOR, in a thread)."""
 
-    def __init__(self, redis, roles: dict[str, Callable[[], set[int]]]) -> None:
+    def __init__(self, redis, processes: Processes) -> None:
         self.redis = redis
-        self.roles = roles
+        self.processes = processes
         self.lines: list[tuple[int, str]] = []
-        self._ports: dict[int, str] = {}
         self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
         self._stop = False
 
@@ -124,19 +148,9 @@ class RedisMonitor:
     def mark(self) -> int:
         return len(self.lines)
 
-    def role_of(self, port: int) -> str:
-        if port not in self._ports:
-            pids = {
-                c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
-            }
-            self._ports[port] = next(
-                (role for role, tree in self.roles.items() if pids & tree()), "other"
-            )
-        return self._ports[port]
-
     def since(self, mark: int) -> list[tuple[str, str]]:
         """(role, command) of each command after ``mark``."""
-        return [(self.role_of(port), name) for port, name in self.lines[mark:]]
+        return [(self.processes.role_of_port(port), name) for port, name in self.lines[mark:]]
 
 
 @dataclass
@@ -152,11 +166,14 @@ class Phase:
 
 
 def shape(statement: str) -> str:
-    """A named statement's name (``claim_step``), or a statement's verb and first table
-    (``INSERT jobs``, ``BEGIN``)."""
-    named = re.match(r"/\* agentq\.(\w+) \*/", statement)
+    """A named statement's name (``claim_step``; ``PREPARE claim_step`` for its first
+    use on a connection), or a statement's verb and first table (``INSERT jobs``)."""
+    named = re.match(r"(?:/\* agentq\.|EXECUTE agentq_)(\w+)", statement)
     if named:
         return named.group(1)
+    prepared = re.match(r"PREPARE agentq_(\w+)", statement)
+    if prepared:
+        return f"PREPARE {prepared.group(1)}"
     words = statement.replace("(", " ").split()
     upper = [w.upper() for w in words]
     verb = upper[0] if upper else ""
@@ -196,18 +213,19 @@ def run_job(api, job_type: str, input_data: dict, *, statements, monitor, progre
 
         status, steps, checkpoint = wait_until(settled, 30, f"{job_type} to settle")
         time.sleep(QUIET)
-        web = Phase(job_type, web_phase, "web")
-        worker = Phase(job_type, f"step {steps[-1]}", "worker")
-        by_role = {"web": web, "worker": worker}
-        for app, text in statements.since(pg_mark):
-            role = by_role.get(app.removeprefix("census-"))
-            if role is not None:
-                role.statements.append(text)
+        by_role = {
+            "web": Phase(job_type, web_phase, "web"),
+            "worker": Phase(job_type, f"step {steps[-1]}", "worker"),
+            MAIN: Phase(job_type, f"step {steps[-1]}", MAIN),
+        }
+        for role, text in statements.since(pg_mark):
+            if role in by_role:
+                by_role[role].statements.append(text)
         if monitor:
-            for role_name, command in monitor.since(redis_mark):
-                if role_name in by_role:
-                    by_role[role_name].commands[command] += 1
-        phases += [web, worker]
+            for role, command in monitor.since(redis_mark):
+                if role in by_role:
+                    by_role[role].commands[command] += 1
+        phases += by_role.values()
         if status == "COMPLETED":
             return phases
 
@@ -241,24 +259,25 @@ def run(bench: Bench) -> Result:
     from bench.client import Api
 
     with measured(bench, result):
-        url = bench.servers.database_url
-        web = bench.web(DATABASE_URL=with_application_name(url, "census-web"), WEB_CONCURRENCY="1")
-        worker = bench.worker(
-            queues="agentq.steps",
-            concurrency=1,
-            DATABASE_URL=with_application_name(url, "census-worker"),
-        )
+        web = bench.web(WEB_CONCURRENCY="1")
+        worker = bench.worker(queues="agentq.steps", concurrency=1)
         api = Api(web.url, bench.admin_token)
         progress = progress_reader(bench.sql)
         say("census: warming up (one job of each type, not counted)")
-        statements = PgStatements(bench.servers.pg.log_path, bench.sql)
-        roles = {"web": web.proc.pids, "worker": worker.pids}
+        processes = Processes(
+            {
+                "web": web.proc.pids,
+                "worker": lambda: {c.pid for c in worker.children()},
+                MAIN: lambda: {worker.proc.pid},
+            }
+        )
+        statements = PgStatements(bench.servers.pg.log_path, bench.sql, processes)
         for job_type, input_data in JOBS.items():
             run_job(
                 api, job_type, input_data, statements=statements, monitor=None, progress=progress
             )
         phases: list[Phase] = []
-        with statements, RedisMonitor(bench.redis(), roles) as monitor:
+        with statements, RedisMonitor(bench.redis(), processes) as monitor:
             for job_type, input_data in JOBS.items():
                 phases += run_job(
                     api,
@@ -276,11 +295,13 @@ def run(bench: Bench) -> Result:
 
 
 def budget(phases: list[Phase]) -> dict[str, int]:
-    """The most statements any submission, step or approval took."""
+    """The most statements any submission, step (in the process that ran it) or approval
+    took."""
     most: dict[str, int] = {}
     for p in phases:
-        kind = p.name.split()[0]
-        most[kind] = max(most.get(kind, 0), len(p.statements))
+        if p.role != MAIN:
+            kind = p.name.split()[0]
+            most[kind] = max(most.get(kind, 0), len(p.statements))
     return most
 
 
@@ -300,7 +321,9 @@ def _tables(result: Result, phases: list[Phase]) -> None:
     result.tables.append(
         (
             "Each phase of one job of each type, as the servers saw it (Postgres statements "
-            "in order; Redis commands by name):",
+            "in order; Redis commands by name). The worker's main process takes the messages "
+            "from Redis and hands them to its pool process, which runs the step; it also "
+            "reads the fleet's paused flag every 3 seconds, whatever the jobs do:",
             [["job type", "phase", "process", "Postgres", "statements", "Redis commands"]]
             + [
                 [

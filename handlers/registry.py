@@ -17,6 +17,7 @@ it, and the chain stops at it all the same.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 import uuid
@@ -182,8 +183,13 @@ class Handler:
         :raises marshmallow.ValidationError: naming the fields that are wrong.
         """
         if self.input_schema is not None:
-            self.input_schema().load(data)
+            self._input_loader.load(data)
         return data
+
+    @functools.cached_property
+    def _input_loader(self) -> Schema:
+        # One instance for every call: building a schema costs more than loading with it.
+        return self.input_schema()
 
 
 class Registry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -26,7 +27,13 @@ class Workspace:
     """
 
     def __init__(self, root: str | Path, job_id: str) -> None:
-        self.root = Path(root).resolve() / job_id
+        self._base = root
+        self._job_id = job_id
+
+    @functools.cached_property
+    def root(self) -> Path:
+        """The directory, absolute (resolved when first needed: most steps never touch it)."""
+        return Path(self._base).resolve() / self._job_id
 
     def resolve(self, path: str) -> Path:
         """The absolute path of ``path`` inside the workspace.

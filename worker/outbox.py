@@ -2,12 +2,14 @@
 
 A job and its first dispatch intent commit together; only then is the intent
 published, by the code that committed it (the request, the step), on its own thread
-and its own broker connection, and its row deleted. What cannot be published then
-(Redis down, the process killed in between) stays in the table, and the beat sweep
-publishes it a few seconds later. The sweep locks rows with ``FOR UPDATE SKIP
-LOCKED``, so concurrent sweeps take disjoint rows; a row is deleted once published.
-A message published twice (a sweep racing a slow publisher) is harmless: the step's
-claim lets one delivery run.
+and its own broker connection. The rows of what was published are deleted a moment
+later (``DELETE_DELAY``), many in one statement, by a thread of the process: not on
+the request's path, and well before the sweep would take them for unpublished. What
+cannot be published (Redis down, the process killed in between) stays in the table,
+and the beat sweep publishes it ``OUTBOX_GRACE_SECONDS`` later. The sweep locks rows
+with ``FOR UPDATE SKIP LOCKED``, so concurrent sweeps take disjoint rows. A message
+published twice (a sweep racing a slow publisher, a process killed before it deleted
+what it published) is harmless: the step's claim lets one delivery run.
 
 While the broker refuses messages, publishers stop trying for ``BACKOFF_SECONDS`` after
 each failure, so requests do not wait on a broker that is down; the sweep catches up.
@@ -15,7 +17,10 @@ each failure, so requests do not wait on a broker that is down; the sweep catche
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 import time
 import uuid
 
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 RUNNABLE = ("PENDING", "RUNNING")
 #: Seconds a publisher leaves the broker alone after it refused a message.
 BACKOFF_SECONDS = 2.0
+#: Seconds the rows of published intents wait to be deleted together.
+DELETE_DELAY = 0.2
 
 
 def signature_for(celery: Celery, job_type: str, step: str, job_id: str, priority: int):
@@ -67,15 +74,18 @@ def _send(celery: Celery, intent: Dispatch) -> None:
 
 
 class Dispatcher:
-    """Publishes the dispatch intents a request or step just committed."""
+    """Publishes the dispatch intents a request or step just committed, and deletes their
+    rows from a thread of the process."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
         self._refused_until = 0.0
+        self._published: list[uuid.UUID] = []
+        self._changed = threading.Condition()
+        self._pid: int | None = None
 
     def publish(self, intents: list[Dispatch]) -> None:
-        """Publish ``intents`` now and delete their rows; leave what the broker refuses
-        to the sweep."""
+        """Publish ``intents`` now; leave what the broker refuses to the sweep."""
         if time.monotonic() < self._refused_until:
             return
         celery = self.app.extensions["celery"]
@@ -95,7 +105,38 @@ class Dispatcher:
                 break
             sent.append(intent.outbox_id)
         if sent:
-            run("published", ids=sent)
+            self._forget(sent)
+
+    def _forget(self, ids: list[uuid.UUID]) -> None:
+        with self._changed:
+            if self._pid != os.getpid():
+                # First use in this process (or a fork's child, whose parent thread is gone).
+                self._pid = os.getpid()
+                self._published = []
+                loop = threading.Thread(target=self._delete_loop, name="agentq-outbox", daemon=True)
+                loop.start()
+                atexit.register(self.flush)
+            self._published.extend(ids)
+            self._changed.notify()
+
+    def _delete_loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._published:
+                    self._changed.wait()
+            time.sleep(DELETE_DELAY)
+            try:
+                self.flush()
+            except Exception:  # the sweep will publish these again, which is harmless
+                log.exception("outbox: deleting published rows failed")
+
+    def flush(self) -> None:
+        """Delete the rows of what was published, now."""
+        with self._changed:
+            ids, self._published = self._published, []
+        if ids:
+            with self.app.app_context():
+                run("published", ids=ids)
 
 
 def publish_due(*, older_than: float = 0.0, limit: int = 100) -> int:

@@ -8,15 +8,14 @@ job does not go on within this chain (an approval checkpoint, a failure, a lost
 claim), the task clears the rest of its Celery chain so that nothing after it runs.
 
 While steps run, one thread per process (``Attempts``) renews their claim leases and
-writes the log lines of steps that run longer than ``LOG_FLUSH_SECONDS``, so progress
-shows while they run; a short step costs neither.
+writes the log lines of steps that run longer than a second or two, so progress shows
+while they run; a short step costs neither.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -199,8 +198,9 @@ def _context(app: Flask, claim: state.Claim, running: Running) -> StepContext:
     )
 
 
-#: Seconds a running step's log line may wait before it is written on its own (a step
-#: that returns sooner writes its lines with its result).
+#: Seconds between the attempts thread's turns; a running step's log line waits one or
+#: two of them before it is written on its own (a step that returns sooner writes its
+#: lines with its result).
 LOG_FLUSH_SECONDS = 1.0
 
 
@@ -216,19 +216,22 @@ class Running:
     lost: bool = False
 
     def log(self, kind: str, message: str, data=None) -> None:
-        """``ctx.log``: a job log line, written with the result or within a second."""
+        """``ctx.log``: a job log line, written with the result or within two seconds."""
         line = state.LogLine(kind, message, self.claim.step, data)
-        with self.attempts.changed:
+        with self.attempts.lock:
             self.lines.append(line)
             if self.first_line is None:
                 self.first_line = time.monotonic()
-                self.attempts.changed.notify()
 
 
 class Attempts:
-    """The step attempts running in this process, and the thread that looks after them:
-    it renews their claim leases every third of the lease and writes log lines that
-    waited ``LOG_FLUSH_SECONDS``. It sleeps while nothing is due."""
+    """The step attempts running in this process, and the thread that looks after them.
+
+    Every ``tick`` (a second, or a sixth of a short lease), the thread renews the claim
+    leases due for renewal (every third of the lease) and writes the log lines that
+    waited a second or more. Starting and ending an attempt only touches a set under a lock: a
+    step that returns within a second costs the thread nothing.
+    """
 
     _here: Attempts | None = None
 
@@ -243,40 +246,30 @@ class Attempts:
         self.app = app
         self.pid = os.getpid()
         self.lease_seconds = app.config["STEP_LEASE_SECONDS"]
-        self.changed = threading.Condition()
+        #: Short enough that a lease is renewed well before it lapses.
+        self.tick = min(LOG_FLUSH_SECONDS, self.lease_seconds / 6)
+        self.lock = threading.Lock()
         self._running: set[Running] = set()
         threading.Thread(target=self._loop, name="agentq-attempts", daemon=True).start()
 
     def start(self, claim: state.Claim) -> Running:
         running = Running(claim, self)
-        with self.changed:
+        with self.lock:
             self._running.add(running)
-            self.changed.notify()
         return running
 
     def end(self, running: Running) -> list[state.LogLine]:
         """Stop looking after ``running``; returns its log lines not written yet."""
-        with self.changed:
+        with self.lock:
             self._running.discard(running)
             lines, running.lines, running.first_line = running.lines, [], None
         return lines
 
-    def _due(self, running: Running) -> float:
-        """When ``running`` next needs the thread: a lease to renew, lines to write."""
-        due = math.inf if running.lost else running.renewed + self.lease_seconds / 3
-        if running.first_line is not None:
-            due = min(due, running.first_line + LOG_FLUSH_SECONDS)
-        return due
-
     def _loop(self) -> None:
         while True:
-            with self.changed:
-                while True:
-                    now = time.monotonic()
-                    due = min((self._due(r) for r in self._running), default=math.inf)
-                    if due <= now:
-                        break
-                    self.changed.wait(None if due == math.inf else due - now)
+            time.sleep(self.tick)
+            now = time.monotonic()
+            with self.lock:
                 renew = [
                     r
                     for r in self._running
@@ -289,6 +282,8 @@ class Attempts:
                     if r.first_line is not None and now >= r.first_line + LOG_FLUSH_SECONDS:
                         flush.append((r.claim, r.lines))
                         r.lines, r.first_line = [], None
+            if not (renew or flush):
+                continue
             try:
                 with self.app.app_context():
                     self._renew(renew)

@@ -55,7 +55,7 @@ def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, body: dict) -> dic
 class PendingCheckpoints(MethodView):
     @login_required(admin=True)
     @blp.doc(security=[BEARER])
-    @blp.arguments(CheckpointListArgs, location="query")
+    @blp.arguments(CheckpointListArgs(), location="query")
     @blp.response(200, PendingListEnvelopeSchema)
     def get(self, args: dict):
         """List pending checkpoints, oldest first, with their jobs"""
@@ -76,7 +76,7 @@ class PendingCheckpoints(MethodView):
 class CheckpointDecision(MethodView):
     @login_required(admin=True)
     @blp.doc(security=[BEARER])
-    @blp.arguments(ApprovalSchema)
+    @blp.arguments(ApprovalSchema())
     @blp.response(200, CheckpointEnvelopeSchema)
     @blp.alt_response(409, description="Already decided: details carry the first decision")
     def post(self, body: dict, checkpoint_id: uuid.UUID):
@@ -89,7 +89,7 @@ class CheckpointDecision(MethodView):
 
     @login_required(admin=True)
     @blp.doc(security=[BEARER])
-    @blp.arguments(RejectionSchema)
+    @blp.arguments(RejectionSchema())
     @blp.response(200, CheckpointEnvelopeSchema)
     @blp.alt_response(409, description="Already decided: details carry the first decision")
     def delete(self, body: dict, checkpoint_id: uuid.UUID):

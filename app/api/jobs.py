@@ -65,7 +65,7 @@ def detail(job: Job) -> dict:
 class Jobs(MethodView):
     @login_required()
     @blp.doc(security=[BEARER])
-    @blp.arguments(JobCreateSchema)
+    @blp.arguments(JobCreateSchema())
     @blp.response(201, JobEnvelopeSchema)
     @blp.alt_response(409, description="Idempotency-Key reused for a different request")
     def post(self, body: dict):
@@ -94,7 +94,7 @@ class Jobs(MethodView):
 
     @login_required()
     @blp.doc(security=[BEARER])
-    @blp.arguments(JobListArgs, location="query")
+    @blp.arguments(JobListArgs(), location="query")
     @blp.response(200, JobListEnvelopeSchema)
     def get(self, args: dict):
         """List jobs, newest first: your own, or every job for an admin"""
@@ -121,7 +121,7 @@ class JobById(MethodView):
 
     @login_required()
     @blp.doc(security=[BEARER])
-    @blp.arguments(JobActionSchema)
+    @blp.arguments(JobActionSchema())
     @blp.response(200, JobEnvelopeSchema)
     @blp.alt_response(409, description="The job's status does not allow the action")
     def patch(self, body: dict, job_id: uuid.UUID):

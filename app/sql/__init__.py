@@ -7,11 +7,13 @@ ORM session; its text starts with ``/* agentq.claim_outbox */``, which names it 
 server's logs and in ``pg_stat_activity``.
 
 The hot paths (a submission, a step's claim and result, a decision) are each one
-statement that commits on its own (``hot.sql``). ``run(name, **params)`` executes one,
-compiled once to psycopg2's parameter style, on a pooled connection switched to
-autocommit for that statement, and returns its rows; the connection goes back to the
-pool at once, so a request never holds two. No ORM and no SQLAlchemy result machinery
-on that path: the rows are named tuples.
+statement that commits on its own (``hot.sql``). ``run(name, **params)`` executes one on
+a pooled connection switched to autocommit for that statement, and returns its rows;
+the connection goes back to the pool at once, so a request never holds two. Each is
+prepared once per connection (``PREPARE agentq_<name>``) and then run with ``EXECUTE``,
+so the server plans it once rather than at every call (planning these statements costs
+the server more than running them). No ORM and no SQLAlchemy result machinery on that
+path: the rows are named tuples.
 
 Connections are not pinged on every checkout (``pool_pre_ping`` costs a round trip
 each time): one that sat idle in the pool for ``IDLE_PING_SECONDS`` is pinged before
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
 from sqlalchemy.pool import Pool
@@ -59,9 +62,16 @@ def _load() -> dict[str, sa.TextClause]:
 
 queries = _load()
 
-_DIALECT = pg_dialect.dialect()
-#: Each statement in psycopg2's ``%(name)s`` style, compiled once.
-_compiled = {name: str(clause.compile(dialect=_DIALECT)) for name, clause in queries.items()}
+
+def _prepared(name: str, clause: sa.TextClause) -> tuple[str, str]:
+    """``PREPARE`` and ``EXECUTE`` of a statement; ``EXECUTE`` in psycopg2's style."""
+    compiled = clause.compile(dialect=pg_dialect.dialect(paramstyle="numeric_dollar"))
+    arguments = ", ".join(f"%({param})s" for param in compiled.positiontup)
+    execute = f"EXECUTE agentq_{name}" + (f" ({arguments})" if arguments else "")
+    return f"PREPARE agentq_{name} AS {compiled}", execute
+
+
+_statements = {name: _prepared(name, clause) for name, clause in queries.items()}
 _row_types: dict[tuple[str, ...], type] = {}
 
 
@@ -73,9 +83,21 @@ def _row_type(description) -> type:
     return row_type
 
 
+def _execute(cursor, prepared: set[str], name: str, params: dict) -> None:
+    prepare, execute = _statements[name]
+    if name not in prepared:
+        cursor.execute(prepare)
+        prepared.add(name)
+    try:
+        cursor.execute(execute, params)
+    except psycopg2.errors.InvalidSqlStatementName:
+        # The server forgot it (a DISCARD ALL, a connection pooler): prepare it again.
+        cursor.execute(prepare)
+        cursor.execute(execute, params)
+
+
 def run(name: str, /, **params: Any) -> list:
     """Run the statement ``name`` on its own, in autocommit; its rows, as named tuples."""
-    sql = _compiled[name]
     engine = db.engine
     for attempt in (1, 2):
         fairy = engine.raw_connection()
@@ -83,7 +105,7 @@ def run(name: str, /, **params: Any) -> list:
         try:
             conn.autocommit = True
             with conn.cursor() as cursor:
-                cursor.execute(sql, params)
+                _execute(cursor, fairy.info.setdefault("agentq_prepared", set()), name, params)
                 if cursor.description is None:
                     return []
                 row_type = _row_type(cursor.description)

@@ -93,12 +93,12 @@ SELECT claimed.job_type, claimed.step_attempts, claimed.task_description, claime
 -- its claim and nothing was written.
 WITH job AS (
     UPDATE jobs
-       SET status = :status,
+       SET status = CAST(:status AS text),
            claim_step_id = NULL,
            current_step = :next_step,
-           step_attempts = CASE WHEN :status = 'RUNNING' THEN 0 ELSE step_attempts END,
-           result = CASE WHEN :status = 'COMPLETED' THEN CAST(:output AS jsonb) ELSE result END,
-           finished_at = CASE WHEN :status = 'COMPLETED' THEN clock_timestamp() END,
+           step_attempts = CASE WHEN :advanced THEN 0 ELSE step_attempts END,
+           result = CASE WHEN :completed THEN CAST(:output AS jsonb) ELSE result END,
+           finished_at = CASE WHEN :completed THEN clock_timestamp() END,
            updated_at = clock_timestamp()
      WHERE id = :job_id AND claim_step_id = :attempt_id AND status = ANY(:from_statuses)
     RETURNING id, status, job_type, priority, created_at, finished_at
