@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -14,6 +16,7 @@ from app.models import Job
 from app.models import JobLog
 from app.models import JobStep
 from app.sql import queries as sql
+from app.sql import run
 from handlers import registry as handlers
 
 
@@ -48,6 +51,59 @@ def pending_checkpoints(*, job_type: str | None = None) -> sa.Select:
     if job_type:
         stmt = stmt.where(Job.job_type == job_type)
     return stmt
+
+
+#: The smallest keyset there is: page 1 of a list read in (created_at, id) order.
+_FIRST = (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
+
+
+def pending_checkpoints_page(
+    *, job_type: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[dict]:
+    """Pending checkpoints after the keyset ``after``, oldest first, each with its job (one
+    statement), as the API shows them (``PendingCheckpointSchema``)."""
+    created, checkpoint_id = after or _FIRST
+    rows = run(
+        "pending_checkpoints",
+        job_type=job_type,
+        after_created=created,
+        after_id=checkpoint_id,
+        limit=limit,
+    )
+    return [
+        {
+            "id": r.id,
+            "job_id": r.job_id,
+            "type": r.type,
+            "status": r.status,
+            "title": r.title,
+            "data": r.data,
+            "step": r.step,
+            "resume_step": r.resume_step,
+            "created_at": r.created_at,
+            "expires_at": r.expires_at,
+            "decided_at": r.decided_at,
+            "decision": None,
+            "job": {
+                "id": r.job_id,
+                "job_type": r.job_type,
+                "task_description": r.task_description,
+                "input_data": r.input_data,
+                "priority": r.priority,
+                "status": r.job_status,
+                "current_step": r.current_step,
+                "result": r.result,
+                "error": r.error,
+                "user_id": r.user_id,
+                "owner": r.owner,
+                "created_at": r.job_created_at,
+                "updated_at": r.job_updated_at,
+                "started_at": r.job_started_at,
+                "finished_at": r.job_finished_at,
+            },
+        }
+        for r in rows
+    ]
 
 
 def job_logs(job_id: uuid.UUID) -> list[JobLog]:

@@ -32,13 +32,15 @@ TITLE = "Approval to continuation"
 
 P50_TARGET_MS, P99_TARGET_MS = 5.0, 10.0
 REQUEST_FACTOR_TARGET = 1.5
+#: Samples of each variant's warm-up pass.
+WARM_UP = 3
 #: Pause between samples, so each one meets an idle system.
 PAUSE = 0.03
 
 
 def run(bench: Bench) -> Result:
     result = Result(NAME, TITLE)
-    samples = bench.settings.pick(100, 15)
+    samples = bench.settings.pick(100, 12)
     with measured(bench, result):
         web = bench.web()
         bench.worker()
@@ -51,7 +53,7 @@ def run(bench: Bench) -> Result:
 
         def agentq(rep: int) -> list[tuple[float, float]]:
             out = []
-            for _ in range(samples):
+            for _ in range(samples if rep >= 0 else WARM_UP):
                 job = api.submit("bench-approval", {})
                 checkpoint = wait_until(
                     lambda job=job: _pending_checkpoint(bench, job["id"]), 30, "the checkpoint"
@@ -68,7 +70,7 @@ def run(bench: Bench) -> Result:
 
         def celery_publish(rep: int) -> list[tuple[float, float]]:
             out = []
-            for _ in range(samples):
+            for _ in range(samples if rep >= 0 else WARM_UP):
                 key = f"stamp:{uuid.uuid4()}"
                 time.sleep(PAUSE)
                 sent = time.time()
@@ -81,7 +83,7 @@ def run(bench: Bench) -> Result:
 
         def bare_http(rep: int) -> list[tuple[float, float]]:
             out = []
-            for _ in range(samples):
+            for _ in range(samples if rep >= 0 else WARM_UP):
                 checkpoint = bench.sql("INSERT INTO bare_checkpoints DEFAULT VALUES RETURNING id")
                 checkpoint_id = str(checkpoint[0][0])
                 time.sleep(PAUSE)
@@ -145,7 +147,7 @@ def run(bench: Bench) -> Result:
 
 
 def _quiet(fn) -> None:
-    """One warm-up pass, not reported."""
+    """A warm-up pass, not reported."""
     with contextlib.redirect_stdout(io.StringIO()):
         fn(-1)
 

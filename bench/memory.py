@@ -25,7 +25,7 @@ GROWTH_TARGET = 1.10
 
 def run(bench: Bench) -> Result:
     result = Result(NAME, TITLE)
-    first, second = bench.settings.pick((5_000, 50_000), (300, 1_500))
+    first, second = bench.settings.pick((5_000, 50_000), (200, 1_000))
     with measured(bench, result):
         bench.reset()
         web = bench.web()

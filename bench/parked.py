@@ -36,8 +36,8 @@ FILES = {"files": [{"path": "src/parked.py", "content": "print('parked')\n"}]}
 
 def run(bench: Bench) -> Result:
     result = Result(NAME, TITLE)
-    count = bench.settings.pick(20_000, 500)
-    samples = bench.settings.pick(30, 8)
+    count = bench.settings.pick(20_000, 300)
+    samples = bench.settings.pick(30, 6)
     idle_seconds = bench.settings.pick(10, 4)
     with measured(bench, result):
         bench.reset()

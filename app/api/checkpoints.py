@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-import sqlalchemy.orm as so
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -13,11 +12,11 @@ from app import logs
 from app import queries
 from app import sentry
 from app import state
-from app.api.paging import keyset_page
+from app.api.paging import decode_cursor
+from app.api.paging import page_of
 from app.auth import BEARER
 from app.auth import current_user
 from app.auth import login_required
-from app.models import Checkpoint
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointEnvelopeSchema
 from app.schemas import CheckpointListArgs
@@ -59,17 +58,14 @@ class PendingCheckpoints(MethodView):
     @blp.response(200, PendingListEnvelopeSchema)
     def get(self, args: dict):
         """List pending checkpoints, oldest first, with their jobs"""
-        rows, cursor = keyset_page(
-            # Each checkpoint's job (and its owner) in the same query.
-            queries.pending_checkpoints(job_type=args.get("job_type")).options(
-                so.contains_eager(Checkpoint.job)
-            ),
-            Checkpoint,
-            cursor=args.get("cursor"),
-            limit=args["limit"],
-            descending=False,
+        cursor = args.get("cursor")
+        rows = queries.pending_checkpoints_page(
+            job_type=args.get("job_type"),
+            after=decode_cursor(cursor) if cursor else None,
+            limit=args["limit"] + 1,
         )
-        return {"success": True, "checkpoints": rows, "next_cursor": cursor}
+        checkpoints, next_cursor = page_of(rows, args["limit"])
+        return {"success": True, "checkpoints": checkpoints, "next_cursor": next_cursor}
 
 
 @blp.route("/<uuid:checkpoint_id>")

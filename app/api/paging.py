@@ -39,9 +39,16 @@ def keyset_page(stmt: sa.Select, model, *, cursor: str | None, limit: int, desce
         created, row_id = decode_cursor(cursor)
         key = sa.tuple_(model.created_at, model.id)
         stmt = stmt.where(key < (created, row_id) if descending else key > (created, row_id))
-    rows = list(db.session.scalars(stmt.limit(limit + 1)).unique())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
+    return page_of(list(db.session.scalars(stmt.limit(limit + 1)).unique()), limit)
+
+
+def page_of(rows: list, limit: int) -> tuple[list, str | None]:
+    """A page of ``limit`` rows out of ``limit + 1`` read, and the cursor of the next page
+    (None when there is none). Rows are objects or mappings with ``created_at`` and ``id``."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    if isinstance(last, dict):
+        return rows, encode_cursor(last["created_at"], last["id"])
+    return rows, encode_cursor(last.created_at, last.id)

@@ -256,3 +256,22 @@ SELECT checkpoint.*, decision.id AS decision_id, decision.created_at AS decision
        job.created_at AS job_created_at, job.finished_at AS job_finished_at,
        (SELECT id FROM dispatch) AS outbox_id
   FROM checkpoint, decision, job
+
+-- pending_checkpoints --
+-- A page of pending checkpoints, oldest first, after the keyset (created_at, id), each
+-- with its job and owner in the same row; ``job_type`` NULL: every type. Page 1 passes
+-- the smallest keyset there is, so every page is one range scan of ix_checkpoints_pending.
+SELECT c.id, c.job_id, c.type, c.status, c.title, c.data, c.step, c.resume_step,
+       c.created_at, c.expires_at, c.decided_at,
+       j.job_type, j.task_description, j.input_data, j.priority, j.status AS job_status,
+       j.current_step, j.result, j.error, j.user_id, u.name AS owner,
+       j.created_at AS job_created_at, j.updated_at AS job_updated_at,
+       j.started_at AS job_started_at, j.finished_at AS job_finished_at
+  FROM checkpoints c
+  JOIN jobs j ON j.id = c.job_id
+  JOIN users u ON u.id = j.user_id
+ WHERE c.status = 'PENDING'
+   AND (c.created_at, c.id) > (CAST(:after_created AS timestamptz), CAST(:after_id AS uuid))
+   AND (CAST(:job_type AS text) IS NULL OR j.job_type = :job_type)
+ ORDER BY c.created_at, c.id
+ LIMIT :limit

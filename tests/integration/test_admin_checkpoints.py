@@ -10,47 +10,13 @@ import re
 import uuid
 
 import pytest
-import sqlalchemy as sa
 
+from tests.integration.admin_pages import FILES
 from tests.integration.admin_pages import csrf_token
+from tests.integration.admin_pages import park
 from tests.integration.admin_pages import sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("jobs_stay_pending")]
-
-FILES = [
-    {"path": "lib/auth.py", "content": "def check(token):\n    return bool(token)\n"},
-    {"path": "README.md", "content": "# Auth\n"},
-]
-
-
-def park(app, owner, job_type="code-generation", data=None, **job) -> str:
-    """A job of ``owner`` parked at a pending checkpoint opened by its first step; its id."""
-    from app import state
-    from app.extensions import db
-    from app.models import Checkpoint
-    from handlers.registry import registry
-
-    data = {"files": FILES} if data is None else data
-    with app.app_context():
-        parked = state.enqueue(
-            user_id=owner.id,
-            user_name=owner.name,
-            job_type=job_type,
-            task_description=job.get("description", "Write the auth module"),
-            input_data=job.get("input", data),
-            priority=job.get("priority", 5),
-        )
-        step = registry.get(job_type).steps[0].name
-        claim = state.claim_step(parked.id, step, worker="tests", task_id=None, lease_seconds=60)
-        checkpoint = {
-            "type": "APPROVAL_REQUIRED",
-            "title": job.get("title", "Review"),
-            "data": data,
-        }
-        assert state.finish_step(claim, {}, [checkpoint], chain_continues=False) == "waiting"
-        return str(
-            db.session.scalar(sa.select(Checkpoint.id).where(Checkpoint.job_id == parked.id))
-        )
 
 
 def stored(app, checkpoint_id: str):
