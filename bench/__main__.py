@@ -2,7 +2,8 @@
 
 ::
 
-    python -m bench                 # the full run: docs/PERFORMANCE.md, docs/performance.png
+    python -m bench                 # the full run: docs/PERFORMANCE.md, docs/performance.png,
+                                    # and the table of the README's Performance section
     python -m bench --quick         # a short run (under 3 minutes): var/bench/
     python -m bench --only enqueue,approval
 
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     written = report.write(
         results, out, settings=settings, seconds=time.monotonic() - started, about=about
     )
+    if not args.quick and not args.only and args.out is None:
+        if report.update_readme(results, ROOT / "README.md", about):
+            written.append(ROOT / "README.md")
     print(report.summary(results))
     names = [str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p) for p in written]
     say(f"wrote {', '.join(names)}")

@@ -7,6 +7,7 @@ published by the client, on a worker with the same settings and concurrency.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -14,9 +15,11 @@ import uuid
 from bench import bare
 from bench.client import Api
 from bench.harness import Bench
+from bench.harness import CpuMeter
 from bench.harness import Result
 from bench.harness import Row
 from bench.harness import alternate
+from bench.harness import cpu_table
 from bench.harness import measured
 from bench.harness import median
 from bench.harness import say
@@ -47,22 +50,43 @@ def run(bench: Bench) -> Result:
     count = bench.settings.pick(300, 40)
     with measured(bench, result):
         web = bench.web()
-        bench.worker()
-        bench.beat()
-        bench.worker("bench.bare", queues=bare.QUEUE, name="bare-worker")
+        worker = bench.worker()
+        beat = bench.beat()
+        bare_worker = bench.worker("bench.bare", queues=bare.QUEUE, name="bare-worker")
+        groups = {
+            "web": web.proc.pids,
+            "worker": worker.pids,
+            "beat": beat.pids,
+            "bare worker": bare_worker.pids,
+            "Postgres": bench.servers.pids_of("pg"),
+            "Redis": bench.servers.pids_of("redis"),
+            "client": lambda: {os.getpid()},
+        }
         for job_type, (input_data, steps, approvals) in JOBS.items():
 
-            def agentq(rep: int, job_type=job_type, input_data=input_data) -> float:
+            def agentq(rep: int, job_type=job_type, input_data=input_data):
                 bench.reset()
-                return _agentq(bench, web.url, job_type, input_data, count, rep)
+                meter = CpuMeter(groups).start()
+                rate = _agentq(bench, web.url, job_type, input_data, count, rep)
+                return rate, meter.stop(count)
 
-            def chains(rep: int, steps=steps) -> float:
+            def chains(rep: int, steps=steps):
                 bench.reset()
-                return _chains(bench, steps, count, rep)
+                meter = CpuMeter(groups).start()
+                rate = _chains(bench, steps, count, rep)
+                return rate, meter.stop(count)
 
             agentq(-1)  # warm up
             runs = alternate(bench.settings.reps, ("agentq", agentq), ("bare", chains))
-            rate, base = median(runs["agentq"]), median(runs["bare"])
+            result.tables.append(
+                cpu_table(
+                    f"Where the time goes, {job_type}",
+                    {variant: [cpu for _rate, cpu in reps] for variant, reps in runs.items()},
+                    "job",
+                )
+            )
+            rate = median([r for r, _cpu in runs["agentq"]])
+            base = median([r for r, _cpu in runs["bare"]])
             result.rows.append(
                 Row(
                     path=f"end to end, {job_type} ({approvals} approval"

@@ -10,9 +10,11 @@ import json
 
 from bench import wrk
 from bench.harness import Bench
+from bench.harness import CpuMeter
 from bench.harness import Result
 from bench.harness import Row
 from bench.harness import alternate
+from bench.harness import cpu_table
 from bench.harness import measured
 from bench.harness import median
 from bench.harness import say
@@ -47,14 +49,21 @@ def run(bench: Bench) -> Result:
             ),
             "bare": (bare.url + "/jobs", {}),
         }
+        groups = {
+            "agentq web": web.proc.pids,
+            "bare web": bare.proc.pids,
+            "Postgres": bench.servers.pids_of("pg"),
+            "Redis": bench.servers.pids_of("redis"),
+        }
         for url, headers in targets.values():  # warm both up: imports, connections
             wrk.run(url, connections=8, seconds=1, method="POST", body=BODY, headers=_json(headers))
         for connections in (8, 32):
 
             def load(variant: str, connections=connections):
-                def one(rep: int) -> wrk.Load:
+                def one(rep: int) -> tuple[wrk.Load, dict[str, float]]:
                     bench.reset()
                     url, headers = targets[variant]
+                    meter = CpuMeter(groups).start()
                     figures = wrk.run(
                         url,
                         connections=connections,
@@ -68,17 +77,25 @@ def run(bench: Bench) -> Result:
                         f"{figures.rate:.0f} req/s, p50 {figures.p(50):.1f} ms, "
                         f"p99 {figures.p(99):.1f} ms"
                     )
-                    return figures
+                    return figures, meter.stop(figures.requests)
 
                 return one
 
             runs = alternate(
                 bench.settings.reps, ("agentq", load("agentq")), ("bare", load("bare"))
             )
-            result.rows.append(_row(connections, runs["agentq"], runs["bare"]))
-            for variant, loads in runs.items():
-                best = sorted(loads, key=lambda f: f.rate)[len(loads) // 2]
+            loads = {variant: [figures for figures, _cpu in reps] for variant, reps in runs.items()}
+            result.rows.append(_row(connections, loads["agentq"], loads["bare"]))
+            for variant, reps in loads.items():
+                best = sorted(reps, key=lambda f: f.rate)[len(reps) // 2]
                 result.latencies[f"POST c={connections}: {variant}"] = best.latency_ms
+            result.tables.append(
+                cpu_table(
+                    f"Where the time goes at {connections} connections",
+                    {variant: [cpu for _figures, cpu in reps] for variant, reps in runs.items()},
+                    "request",
+                )
+            )
         bench.stop_all()
         bench.reset()
     return result

@@ -135,11 +135,19 @@ class Servers:
 
     def pids(self) -> set[int]:
         """The server processes' pids (the embedded ones only)."""
-        pids: set[int] = set()
-        if self.pg is not None and self.pg._pid:
-            pids |= tree(self.pg._pid)
-        if self.redis is not None and self.redis._proc is not None:
-            pids |= tree(self.redis._proc.pid)
+        return self.pids_of("pg")() | self.pids_of("redis")()
+
+    def pids_of(self, server: str) -> Callable[[], set[int]]:
+        """A function giving the pids of the embedded ``pg`` or ``redis`` (none when
+        external): Postgres's backends come and go."""
+
+        def pids() -> set[int]:
+            if server == "pg" and self.pg is not None and self.pg._pid:
+                return tree(self.pg._pid)
+            if server == "redis" and self.redis is not None and self.redis._proc is not None:
+                return tree(self.redis._proc.pid)
+            return set()
+
         return pids
 
     def stop(self) -> None:
@@ -388,12 +396,17 @@ class Bench:
         return redis.Redis.from_url(self.servers.redis_url)
 
     def reset(self) -> None:
-        """Empty agentq's tables (users kept) and the bare tables, and every Redis queue."""
+        """Empty agentq's tables (users kept) and the bare tables, and every Redis queue;
+        then a checkpoint, so that no run pays for the writes of the one before."""
+        import psycopg2
+
         self.sql(
             "TRUNCATE jobs, job_steps, checkpoints, decisions, job_logs, outbox, "
             "bare_jobs, bare_checkpoints CASCADE"
         )
         self.redis().flushdb()
+        with contextlib.suppress(psycopg2.errors.InsufficientPrivilege):
+            self.sql("CHECKPOINT")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -494,6 +507,50 @@ class LoadMonitor:
             "cpu_busy_pct": statistics.mean(busy),
             "other_cpu_pct": statistics.mean(other),
         }
+
+
+def cpu_seconds(pids: set[int]) -> dict[int, float]:
+    """CPU time (user and system) each of the processes ``pids`` has used so far."""
+    seconds = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seconds[pid] = times.user + times.system
+    return seconds
+
+
+class CpuMeter:
+    """CPU used by groups of processes between ``start()`` and ``stop(units)``, in
+    milliseconds per unit (per request, per job): where the time goes. A process that
+    appears in between (a new Postgres backend) counts whole; one that ends is left out."""
+
+    def __init__(self, groups: dict[str, Callable[[], set[int]]]) -> None:
+        self.groups = groups
+        self._before: dict[str, dict[int, float]] = {}
+
+    def start(self) -> CpuMeter:
+        self._before = {name: cpu_seconds(pids()) for name, pids in self.groups.items()}
+        return self
+
+    def stop(self, units: int) -> dict[str, float]:
+        used = {}
+        for name, pids in self.groups.items():
+            before = self._before[name]
+            now = cpu_seconds(pids())
+            used[name] = 1000 * sum(t - before.get(pid, 0.0) for pid, t in now.items()) / units
+        return used
+
+
+def cpu_table(title: str, runs: dict[str, list[dict[str, float]]], unit: str):
+    """A report table of the median CPU per ``unit`` of each process group, by variant."""
+    groups = list(next(iter(runs.values()))[0])
+    rows = [["", *groups, "total"]]
+    for variant, measures in runs.items():
+        medians = [median([m[g] for m in measures]) for g in groups]
+        rows.append([variant, *(f"{v:.2f}" for v in medians), f"{sum(medians):.2f}"])
+    return (f"{title} (median CPU milliseconds per {unit}, by process group):", rows)
 
 
 @contextlib.contextmanager

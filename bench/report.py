@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -136,6 +137,22 @@ def write(
     md.write_text("\n".join(lines))
     plot(results, png)
     return [md, png]
+
+
+README_TABLE = re.compile(r"(<!-- bench:table [^>]*-->\n).*?(<!-- /bench:table -->)", re.S)
+
+
+def update_readme(results: list[Result], readme: Path, about: dict[str, str]) -> bool:
+    """Put the main table into the README's Performance section; False if it has no place."""
+    text = readme.read_text()
+    if not README_TABLE.search(text):
+        return False
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    table = "\n".join(main_table(results))
+    stamp = f"Measured {when} at commit {about.get('agentq commit', '?')}:"
+    text = README_TABLE.sub(lambda m: f"{m.group(1)}{stamp}\n\n{table}\n\n{m.group(2)}", text)
+    readme.write_text(text)
+    return True
 
 
 def plot(results: list[Result], path: Path) -> None:
