@@ -20,9 +20,13 @@ pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 
 
 def json_lines(process: Process) -> list[dict]:
-    """Every line the process wrote, each parsed as JSON (fails on one that is not)."""
+    """Every line the process wrote, each parsed as JSON (fails on one that is not).
+
+    A line it is still writing (no newline yet) is left for a later read.
+    """
+    text = process.output()
     lines = []
-    for number, line in enumerate(process.output().splitlines(), 1):
+    for number, line in enumerate(text[: text.rfind("\n") + 1].splitlines(), 1):
         if line.strip():
             try:
                 lines.append(json.loads(line))
