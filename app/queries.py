@@ -11,13 +11,11 @@ import sqlalchemy as sa
 from app.errors import NotFoundError
 from app.extensions import db
 from app.models import Checkpoint
-from app.models import Decision
 from app.models import Job
 from app.models import JobLog
 from app.models import JobStep
 from app.sql import queries as sql
 from app.sql import run
-from handlers import registry as handlers
 
 
 def get_job(job_id: uuid.UUID) -> Job:
@@ -134,38 +132,6 @@ def job_steps(job_id: uuid.UUID) -> list[JobStep]:
     )
 
 
-def step_outputs(job_id: uuid.UUID) -> dict:
-    """What each step of the job returned, by step name (its latest successful attempt)."""
-    rows = db.session.execute(
-        sa.select(JobStep.step, JobStep.output)
-        .where(JobStep.job_id == job_id, JobStep.status == "succeeded")
-        .order_by(JobStep.attempt)
-    )
-    return {step: output for step, output in rows}
-
-
-def last_decision(job_id: uuid.UUID) -> handlers.Decision | None:
-    """The decision on the job's most recently decided checkpoint, as steps see it."""
-    row = db.session.execute(
-        sa.select(Decision, Checkpoint.data)
-        .join(Checkpoint, Checkpoint.id == Decision.checkpoint_id)
-        .where(Checkpoint.job_id == job_id)
-        .order_by(Decision.created_at.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        return None
-    decision, proposed = row
-    return handlers.Decision(
-        outcome=decision.outcome,
-        approver=decision.user.name if decision.user else None,
-        reason=decision.reason,
-        data=decision.data,
-        proposed=proposed,
-        checkpoint_id=str(decision.checkpoint_id),
-    )
-
-
 def job_counts() -> dict[str, int]:
     """Jobs by status, every status present (zero when none)."""
     from app.state import JobStatus
@@ -204,13 +170,6 @@ def outbox_backlog() -> sa.Row:
     """``backlog``: outbox rows not yet published; ``oldest_age``: seconds since the oldest's
     creation (0 when there is none)."""
     return db.session.execute(sql["outbox_backlog"]).one()
-
-
-def pending_checkpoint_id(job_id: uuid.UUID) -> uuid.UUID | None:
-    """The job's pending checkpoint (there is at most one), or None."""
-    return db.session.scalar(
-        sa.select(Checkpoint.id).where(Checkpoint.job_id == job_id, Checkpoint.status == "PENDING")
-    )
 
 
 def recent_job_logs(job_id: uuid.UUID, limit: int = 100) -> list[sa.Row]:

@@ -216,7 +216,13 @@ class Running:
     lost: bool = False
 
     def log(self, kind: str, message: str, data=None) -> None:
-        """``ctx.log``: a job log line, written with the result or within two seconds."""
+        """``ctx.log``: a job log line, written with the result or within two seconds.
+
+        :raises TypeError: when ``data`` is not JSON (in the step, which fails as for any
+            other error of its own).
+        """
+        if data is not None:
+            json.dumps(data)
         line = state.LogLine(kind, message, self.claim.step, data)
         with self.attempts.lock:
             self.lines.append(line)
