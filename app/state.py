@@ -39,10 +39,15 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from app import auth
 from app import instruments
 from app import sentry
+from app.auth import ADMINS_ONLY
+from app.auth import INVALID_TOKEN
 from app.errors import AlreadyDecided
+from app.errors import AuthError
 from app.errors import ConflictError
+from app.errors import ForbiddenError
 from app.errors import InvalidTransition
 from app.errors import NotFoundError
 from app.extensions import db
@@ -298,20 +303,22 @@ class NewJob:
 
 def enqueue(
     *,
-    user_id: uuid.UUID,
-    user_name: str,
     job_type: str,
     task_description: str,
     input_data: dict,
     priority: int,
     idempotency_key: str | None = None,
+    user_id: uuid.UUID | None = None,
+    token_hash: str | None = None,
 ) -> NewJob | Job:
-    """Create a PENDING job, its first log line and its dispatch intent in one statement,
-    then publish the intent.
+    """Create a PENDING job of the user ``user_id``, or of the holder of the API token
+    whose hash is ``token_hash`` (checked in the same statement), with its first log line
+    and its dispatch intent, in one statement; then publish the intent.
 
     Returns the new job as written; with an ``idempotency_key`` this user already used,
     the job that key made (read from the database).
 
+    :raises AuthError: when there is no such user, or the token is unknown or revoked.
     :raises UnknownHandlerError: for a job type with no handler.
     :raises ConflictError: when the key was used for a different request.
     """
@@ -321,6 +328,7 @@ def enqueue(
     row = run_one(
         "enqueue",
         user_id=user_id,
+        token_hash=token_hash,
         job_type=job_type,
         task_description=task_description,
         input_data=_json(input_data),
@@ -333,14 +341,17 @@ def enqueue(
         baggage=trace.get("baggage"),
     )
     if row is None:
-        existing = _by_idempotency_key(user_id, idempotency_key)
+        raise AuthError(INVALID_TOKEN)
+    auth.identified(row.user_id, row.user_name, row.is_admin)
+    if row.id is None:
+        existing = _by_idempotency_key(row.user_id, idempotency_key)
         return _same_request(existing, job_type, task_description, input_data, priority)
     instruments.record_job_created(job_type)
     _publish([Dispatch(row.outbox_id, row.id, step, job_type, priority, **trace)])
     return NewJob(
         id=row.id,
-        user_id=user_id,
-        owner=user_name,
+        user_id=row.user_id,
+        owner=row.user_name,
         job_type=job_type,
         task_description=task_description,
         input_data=input_data,
@@ -732,29 +743,34 @@ def decide(
     checkpoint_id: uuid.UUID,
     outcome: Outcome,
     *,
-    user_id: uuid.UUID,
-    user_name: str,
+    user_id: uuid.UUID | None = None,
+    token_hash: str | None = None,
     reason: str | None = None,
     data: Any = None,
     ip: str | None = None,
     user_agent: str | None = None,
 ) -> DecidedCheckpoint:
-    """Approve or reject a pending checkpoint, exactly once, in one statement.
+    """Approve or reject a pending checkpoint, exactly once, in one statement, as the admin
+    ``user_id``, or the holder of the API token whose hash is ``token_hash`` (checked in the
+    same statement).
 
     Approval puts the job back to PENDING at the step after the checkpoint (or
     COMPLETED when there is none) with the continuation's dispatch intent, published
     once written. Rejection fails the job with the reason.
 
+    :raises AuthError: when there is no such user, or the token is unknown or revoked.
+    :raises ForbiddenError: when the user is not an admin.
     :raises NotFoundError: for an unknown checkpoint.
     :raises AlreadyDecided: when it was decided first; ``details`` carries that decision.
     :raises InvalidTransition: when its job is not waiting for it.
     """
     approved = outcome == Outcome.APPROVED
     status = CheckpointStatus.APPROVED if approved else CheckpointStatus.REJECTED
-    words = f" by {user_name}" + (f": {reason}" if reason else "")
     trace = sentry.trace_headers() if approved else {}
     row = run_one(
         "decide",
+        user_id=user_id,
+        token_hash=token_hash,
         checkpoint_id=checkpoint_id,
         status=status.value,
         from_status=JobStatus.WAITING_APPROVAL.value,
@@ -763,18 +779,22 @@ def decide(
         resumed=JobStatus.PENDING.value,
         completed=JobStatus.COMPLETED.value,
         rejected=JobStatus.FAILED.value,
-        user_id=user_id,
         reason=reason,
         data=None if data is None else _json(data),
         ip=ip,
         user_agent=user_agent,
         error=f"Checkpoint rejected{': ' + reason if reason else ''}",
         log_kind="approved" if approved else "rejected",
-        log_message=f"Checkpoint {'approved' if approved else 'rejected'}{words}",
+        log_head=f"Checkpoint {'approved' if approved else 'rejected'}",
         traceparent=trace.get("traceparent"),
         baggage=trace.get("baggage"),
     )
     if row is None:
+        raise AuthError(INVALID_TOKEN)
+    auth.identified(row.user_id, row.user_name, row.is_admin)
+    if not row.is_admin:
+        raise ForbiddenError(ADMINS_ONLY)
+    if row.id is None:
         existing = db.session.get(Checkpoint, checkpoint_id)
         if existing is None:
             raise NotFoundError(f"Checkpoint {checkpoint_id} not found")
@@ -818,8 +838,8 @@ def decide(
         decision=DecisionRecord(
             id=row.decision_id,
             outcome=outcome.value,
-            user_id=user_id,
-            decided_by=user_name,
+            user_id=row.user_id,
+            decided_by=row.user_name,
             created_at=row.decision_created_at,
             reason=reason,
             data=data,

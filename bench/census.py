@@ -46,8 +46,10 @@ JOBS = {
 }
 #: The worker's main process: it consumes the messages; its pool processes run the steps.
 MAIN = "worker (main)"
+#: The processes whose statements are counted.
+COUNTED = ("web", "worker", MAIN)
 #: How long every process must stay quiet before a phase is closed.
-QUIET = 0.3
+QUIET = 0.5
 BUDGET = 6
 
 _STATEMENT = re.compile(r"^[^|]*\|(\d+)\|.*?LOG:  statement: (.*)$")
@@ -212,7 +214,7 @@ def run_job(api, job_type: str, input_data: dict, *, statements, monitor, progre
             return done and (status, steps, pending)
 
         status, steps, checkpoint = wait_until(settled, 30, f"{job_type} to settle")
-        time.sleep(QUIET)
+        _until_quiet(statements)
         by_role = {
             "web": Phase(job_type, web_phase, "web"),
             "worker": Phase(job_type, f"step {steps[-1]}", "worker"),
@@ -228,6 +230,17 @@ def run_job(api, job_type: str, input_data: dict, *, statements, monitor, progre
         phases += by_role.values()
         if status == "COMPLETED":
             return phases
+
+
+def _until_quiet(statements: PgStatements, most: float = 10.0) -> None:
+    """Wait until the counted processes sent no statement for ``QUIET`` seconds (the web
+    deletes published dispatch intents a moment after it published them)."""
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        mark = statements.mark()
+        time.sleep(QUIET)
+        if not any(role in COUNTED for role, _text in statements.since(mark)):
+            return
 
 
 def progress_reader(bench_sql):

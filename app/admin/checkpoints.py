@@ -191,7 +191,6 @@ def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, **decision: Any):
             checkpoint_id,
             outcome,
             user_id=current_user.id,
-            user_name=current_user.name,
             ip=request.remote_addr,
             user_agent=request.user_agent.string or None,
             **decision,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from flask import g
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -15,7 +16,6 @@ from app import state
 from app.api.paging import decode_cursor
 from app.api.paging import page_of
 from app.auth import BEARER
-from app.auth import current_user
 from app.auth import login_required
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointEnvelopeSchema
@@ -32,20 +32,19 @@ blp = Blueprint(
 
 
 def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, body: dict) -> dict:
-    user = current_user()
     logs.bind(checkpoint_id=checkpoint_id)
-    sentry.set_decider(user.id, request.remote_addr, checkpoint_id=checkpoint_id)
     checkpoint = state.decide(
         checkpoint_id,
         outcome,
-        user_id=user.id,
-        user_name=user.name,
+        token_hash=g.token_hash,
         reason=body.get("reason"),
         data=body.get("data"),
         ip=request.remote_addr,
         user_agent=request.user_agent.string or None,
     )
-    logs.decided(checkpoint, outcome, by=user.name)
+    decider = checkpoint.decision
+    sentry.set_decider(decider.user_id, request.remote_addr, checkpoint_id=checkpoint_id)
+    logs.decided(checkpoint, outcome, by=decider.decided_by)
     sentry.tag(job_id=checkpoint.job_id, job_type=checkpoint.handler)
     return {"success": True, "checkpoint": checkpoint}
 
@@ -70,7 +69,7 @@ class PendingCheckpoints(MethodView):
 
 @blp.route("/<uuid:checkpoint_id>")
 class CheckpointDecision(MethodView):
-    @login_required(admin=True)
+    @login_required(admin=True, in_statement=True)
     @blp.doc(security=[BEARER])
     @blp.arguments(ApprovalSchema())
     @blp.response(200, CheckpointEnvelopeSchema)
@@ -83,7 +82,7 @@ class CheckpointDecision(MethodView):
         """
         return _decide(checkpoint_id, state.Outcome.APPROVED, body)
 
-    @login_required(admin=True)
+    @login_required(admin=True, in_statement=True)
     @blp.doc(security=[BEARER])
     @blp.arguments(RejectionSchema())
     @blp.response(200, CheckpointEnvelopeSchema)

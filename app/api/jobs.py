@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from flask import g
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -63,7 +64,7 @@ def detail(job: Job) -> dict:
 
 @blp.route("")
 class Jobs(MethodView):
-    @login_required()
+    @login_required(in_statement=True)
     @blp.doc(security=[BEARER])
     @blp.arguments(JobCreateSchema())
     @blp.response(201, JobEnvelopeSchema)
@@ -84,8 +85,7 @@ class Jobs(MethodView):
                     }
                 },
             )
-        user = current_user()
-        job = state.enqueue(user_id=user.id, user_name=user.name, idempotency_key=key, **body)
+        job = state.enqueue(token_hash=g.token_hash, idempotency_key=key, **body)
         _bind(job)
         log.info("job %s queued at priority %s", job.id, job.priority)
         if isinstance(job, Job):  # an Idempotency-Key replay: the job as it is now

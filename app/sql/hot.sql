@@ -5,13 +5,21 @@ SELECT u.id, u.name, u.is_admin
  WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL
 
 -- enqueue --
--- A new PENDING job, its "queued" log line and its dispatch intent, in one statement. With an
--- Idempotency-Key this user already used, nothing is written and no row comes back.
-WITH job AS (
+-- A new PENDING job of the caller (a user by id, or the holder of an API token not revoked),
+-- its "queued" log line and its dispatch intent, in one statement. No row: no such caller.
+-- A row without a job: the caller already used this Idempotency-Key, and nothing was written.
+WITH caller AS (
+    (SELECT id, name, is_admin FROM users WHERE id = :user_id
+     UNION ALL
+     SELECT u.id, u.name, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id
+      WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL)
+    LIMIT 1
+), job AS (
     INSERT INTO jobs (user_id, job_type, task_description, input_data, priority, status,
                       current_step, idempotency_key)
-    VALUES (:user_id, :job_type, :task_description, CAST(:input_data AS jsonb), :priority,
-            :status, :step, :idempotency_key)
+    SELECT caller.id, :job_type, :task_description, CAST(:input_data AS jsonb), :priority,
+           :status, :step, :idempotency_key
+      FROM caller
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, created_at, updated_at
 ), log AS (
@@ -23,9 +31,13 @@ WITH job AS (
     SELECT id, :step, :traceparent, :baggage FROM job
     RETURNING id
 )
-SELECT job.id, job.created_at, job.updated_at,
+SELECT caller.id AS user_id, caller.name AS user_name, caller.is_admin,
+       job.id, job.created_at, job.updated_at,
        log.id AS log_id, log.created_at AS log_created_at, outbox.id AS outbox_id
-  FROM job, log, outbox
+  FROM caller
+  LEFT JOIN job ON true
+  LEFT JOIN log ON true
+  LEFT JOIN outbox ON true
 
 -- claim_step --
 -- Claim a job's current step for a new attempt (or take over one whose holder's lease
@@ -197,17 +209,26 @@ DELETE FROM outbox WHERE id = ANY(:ids)
 UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE id = ANY(:ids)
 
 -- decide --
--- Approve or reject a pending checkpoint, in one statement. The job's row is locked first
--- (as cancel locks it first), so decisions, cancels and expiries of one job take their
+-- Approve or reject a pending checkpoint as the caller (a user by id, or the holder of an
+-- API token not revoked), who must be an admin, in one statement. The job's row is locked
+-- first (as cancel locks it first), so decisions, cancels and expiries of one job take their
 -- turns. Then the checkpoint's guarded move, the decision, the job's move (PENDING at the
 -- resume step with a dispatch intent, COMPLETED with the last step's output when there is
--- no next step, or FAILED), and the log line. No row: not decided here (the checkpoint
--- does not exist, was decided first, or its job is not waiting).
-WITH target AS (
+-- no next step, or FAILED), and the log line. No row: no such caller. A row without a
+-- checkpoint: not decided here (the caller is not an admin, the checkpoint does not exist,
+-- was decided first, or its job is not waiting).
+WITH caller AS (
+    (SELECT id, name, is_admin FROM users WHERE id = :user_id
+     UNION ALL
+     SELECT u.id, u.name, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id
+      WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL)
+    LIMIT 1
+), target AS (
     SELECT j.id, j.status
       FROM jobs j
      WHERE j.id = (SELECT job_id FROM checkpoints WHERE id = :checkpoint_id)
-       FOR UPDATE
+       AND EXISTS (SELECT FROM caller WHERE is_admin)
+       FOR UPDATE OF j
 ), checkpoint AS (
     UPDATE checkpoints c
        SET status = :status, decided_at = clock_timestamp()
@@ -216,9 +237,9 @@ WITH target AS (
     RETURNING c.*
 ), decision AS (
     INSERT INTO decisions (checkpoint_id, user_id, outcome, reason, data, ip, user_agent)
-    SELECT id, :user_id, :outcome, :reason, CAST(:data AS jsonb), CAST(:ip AS inet),
-           :user_agent
-      FROM checkpoint
+    SELECT checkpoint.id, caller.id, :outcome, :reason, CAST(:data AS jsonb),
+           CAST(:ip AS inet), :user_agent
+      FROM checkpoint, caller
     RETURNING id, created_at
 ), job AS (
     UPDATE jobs j
@@ -243,7 +264,9 @@ WITH target AS (
     RETURNING j.id, j.status, j.job_type, j.priority, j.created_at, j.finished_at
 ), logged AS (
     INSERT INTO job_logs (job_id, step, kind, message)
-    SELECT job_id, step, :log_kind, :log_message FROM checkpoint
+    SELECT checkpoint.job_id, checkpoint.step, :log_kind,
+           concat(CAST(:log_head AS text), ' by ', caller.name, ': ' || nullif(:reason, ''))
+      FROM checkpoint, caller
 ), dispatch AS (
     INSERT INTO outbox (job_id, step, traceparent, baggage)
     SELECT job.id, checkpoint.resume_step, :traceparent, :baggage
@@ -251,11 +274,17 @@ WITH target AS (
      WHERE job.status = :resumed
     RETURNING id
 )
-SELECT checkpoint.*, decision.id AS decision_id, decision.created_at AS decision_created_at,
-       job.status AS job_status, job.priority AS job_priority,
-       job.created_at AS job_created_at, job.finished_at AS job_finished_at,
-       (SELECT id FROM dispatch) AS outbox_id
-  FROM checkpoint, decision, job
+SELECT caller.id AS user_id, caller.name AS user_name, caller.is_admin,
+       decided.*
+  FROM caller
+  LEFT JOIN (
+      SELECT checkpoint.*, decision.id AS decision_id,
+             decision.created_at AS decision_created_at,
+             job.status AS job_status, job.priority AS job_priority,
+             job.created_at AS job_created_at, job.finished_at AS job_finished_at,
+             (SELECT id FROM dispatch) AS outbox_id
+        FROM checkpoint, decision, job
+  ) decided ON true
 
 -- pending_checkpoints --
 -- A page of pending checkpoints, oldest first, after the keyset (created_at, id), each

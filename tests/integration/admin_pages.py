@@ -43,7 +43,6 @@ def park(app, owner, job_type="code-generation", data=None, **job) -> str:
     with app.app_context():
         parked = state.enqueue(
             user_id=owner.id,
-            user_name=owner.name,
             job_type=job_type,
             task_description=job.get("description", "Write the auth module"),
             input_data=job.get("input", data),

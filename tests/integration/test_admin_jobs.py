@@ -44,7 +44,6 @@ def enqueue(app, owner, job_type: str = "simple-task", **job) -> str:
     with app.app_context():
         made = state.enqueue(
             user_id=owner.id,
-            user_name=owner.name,
             job_type=job_type,
             task_description=job.get("description", "a test job"),
             input_data=job.get("input", {}),
@@ -249,7 +248,6 @@ def test_the_timeline_shows_a_decision_with_its_edit(app, reviewer, client, user
             uuid.UUID(checkpoint_id),
             state.Outcome.APPROVED,
             user_id=reviewer.id,
-            user_name=reviewer.name,
             reason="Check the prefix",
             data={"files": [*edited, FILES[1]]},
             ip="203.0.113.9",
@@ -280,7 +278,6 @@ def test_a_rejection_shows_its_reason_and_allows_a_retry(app, reviewer, client, 
             uuid.UUID(checkpoint_id),
             state.Outcome.REJECTED,
             user_id=reviewer.id,
-            user_name=reviewer.name,
             reason="Tokens need a database check",
             ip="198.51.100.4",
         )

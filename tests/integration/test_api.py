@@ -237,6 +237,36 @@ def test_admin_endpoints_are_403_for_a_user(user, method, path):
     assert error_of(response, 403)["code"] == "forbidden"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/agent-jobs", {"jobType": "no-such-type"}),
+        ("POST", "/api/admin/agent-checkpoints/{cp}", {"reason": 5}),
+        ("DELETE", "/api/admin/agent-checkpoints/{cp}", {}),
+    ],
+)
+def test_a_bad_token_is_told_before_a_bad_body(client, method, path, body):
+    """Given a token nobody holds, when it comes with a body that is wrong too (to the
+    endpoints whose write checks the token itself), then the answer is 401, not what is
+    wrong with the body."""
+    response = client.open(
+        path.format(cp=uuid.uuid4()),
+        method=method,
+        json=body,
+        headers={"Authorization": "Bearer aq_nobody"},
+    )
+
+    assert error_of(response, 401)["message"] == "Invalid or revoked token"
+
+
+def test_a_user_is_told_403_before_a_bad_body_on_a_decision(user):
+    """Given a user (not an admin), when they reject a checkpoint without the reason a
+    rejection needs, then the answer is 403, not 422."""
+    response = user.request("DELETE", f"/api/admin/agent-checkpoints/{uuid.uuid4()}", json={})
+
+    assert error_of(response, 403)["code"] == "forbidden"
+
+
 def test_a_users_pause_is_refused_and_does_not_pause_the_fleet(user, admin):
     """Given a user, when they try to pause the fleet, then they get 403 and the admin
     sees the fleet not paused."""

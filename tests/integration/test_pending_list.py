@@ -68,6 +68,19 @@ def test_the_filter_keeps_one_job_type(app, admin, user):
     assert body["nextCursor"] is None
 
 
+def test_a_users_decision_is_refused_and_changes_nothing(app, admin, user):
+    """Given a parked job, when a user (not an admin) approves or rejects its checkpoint,
+    then each answers 403 and the checkpoint is still listed, pending, undecided."""
+    checkpoint_id = park(app, user)
+
+    for method, body in (("POST", {"reason": "mine"}), ("DELETE", {"reason": "no"})):
+        response = user.request(method, f"{LIST}/{checkpoint_id}", json=body)
+        assert response.status_code == 403, response.get_json()
+
+    [entry] = listed(admin)["checkpoints"]
+    assert (entry["id"], entry["status"], entry["decision"]) == (checkpoint_id, "PENDING", None)
+
+
 def test_each_entry_is_the_schema_of_the_checkpoint_and_its_job(app, admin, user):
     """Given a parked job, when it is listed, then its entry is exactly what
     PendingCheckpointSchema makes of the checkpoint and its job read through the ORM (the
