@@ -25,7 +25,10 @@ and ``/api/metrics`` serves ``REGISTRY``.
 
 A metric must never fail a job: every ``record_*`` function logs its own errors
 and returns. The state-machine recorders run when the transaction commits, with
-the values the transaction wrote, and not at all when it rolls back.
+the values the transaction wrote, and not at all when it rolls back; a hot path's
+statement (``app.sql``) commits on its own, and is recorded at once (``committed=True``),
+even when the caller's session has a transaction of its own open (an admin page that read
+the checkpoint first).
 
     instruments.record_job_created("code-generation")  # counted at the commit
 """
@@ -130,10 +133,14 @@ def _never_raises(fn: Callable[..., None]) -> Callable[..., None]:
     return record
 
 
-def _on_commit(observe: Callable[[], None]) -> None:
-    """Run ``observe`` when the current transaction commits; drop it if it rolls back."""
+def _on_commit(observe: Callable[[], None], committed: bool) -> None:
+    """Run ``observe`` when the current transaction commits; drop it if it rolls back.
+
+    ``committed``: what it observes was written by a statement that committed on its own
+    (``app.sql``), whatever the session is doing: observe it now.
+    """
     session = db.session()
-    if not session.in_transaction():
+    if committed or not session.in_transaction():
         observe()
         return
     session.info.setdefault(_PENDING, []).append(observe)
@@ -156,28 +163,31 @@ def _seconds(start, end) -> float:
 
 
 @_never_raises
-def record_job_created(job_type: str) -> None:
-    """Count a new job when its transaction commits."""
-    _on_commit(functools.partial(_count, JOBS_CREATED, (job_type,)))
+def record_job_created(job_type: str, *, committed: bool = False) -> None:
+    """Count a new job when its transaction commits (now, when ``committed``)."""
+    _on_commit(functools.partial(_count, JOBS_CREATED, (job_type,)), committed)
 
 
 @_never_raises
-def record_job_finished(job) -> None:
-    """Observe a job's duration, creation to ``finished_at``, by its final status, at the commit.
+def record_job_finished(job, *, committed: bool = False) -> None:
+    """Observe a job's duration, creation to ``finished_at``, by its final status, at the commit
+    (now, when ``committed``).
 
     Call it after the transition that set ``finished_at`` (COMPLETED, FAILED, CANCELLED).
     """
     outcome = job.status.lower()
     seconds = _seconds(job.created_at, job.finished_at)
-    _on_commit(functools.partial(_observe, JOB_DURATION, (job.job_type, outcome), seconds))
+    observe = functools.partial(_observe, JOB_DURATION, (job.job_type, outcome), seconds)
+    _on_commit(observe, committed)
 
 
 @_never_raises
-def record_checkpoint_decided(checkpoint) -> None:
-    """Count a decision (approved, rejected, expired) and its wait, at the commit."""
+def record_checkpoint_decided(checkpoint, *, committed: bool = False) -> None:
+    """Count a decision (approved, rejected, expired) and its wait, at the commit (now, when
+    ``committed``)."""
     labels = (checkpoint.handler, checkpoint.status.lower())
     seconds = _seconds(checkpoint.created_at, checkpoint.decided_at)
-    _on_commit(functools.partial(_decided, labels, seconds))
+    _on_commit(functools.partial(_decided, labels, seconds), committed)
 
 
 @_never_raises

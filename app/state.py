@@ -346,7 +346,7 @@ def enqueue(
     if row.id is None:
         existing = _by_idempotency_key(row.user_id, idempotency_key)
         return _same_request(existing, job_type, task_description, input_data, priority)
-    instruments.record_job_created(job_type)
+    instruments.record_job_created(job_type, committed=True)
     _publish([Dispatch(row.outbox_id, row.id, step, job_type, priority, **trace)])
     return NewJob(
         id=row.id,
@@ -589,7 +589,7 @@ def finish_step(
     if row is None:
         return _discard(claim, list(logs), output=output)
     if outcome == "completed":
-        instruments.record_job_finished(row)
+        instruments.record_job_finished(row, committed=True)
     if row.outbox_id is not None:
         _publish(
             [Dispatch(row.outbox_id, claim.job_id, nxt.name, claim.job_type, row.priority, **trace)]
@@ -642,7 +642,7 @@ def fail_step(
     if row is None:
         return _discard(claim, list(logs), error=error, traceback=traceback)
     if not retrying:
-        instruments.record_job_finished(row)
+        instruments.record_job_finished(row, committed=True)
     return "retrying" if retrying else "failed"
 
 
@@ -804,10 +804,11 @@ def decide(
             f"Job {existing.job_id} is not waiting for checkpoint {checkpoint_id}",
             details={"status": existing.job.status},
         )
-    instruments.record_checkpoint_decided(row)
+    instruments.record_checkpoint_decided(row, committed=True)
     if row.job_status != JobStatus.PENDING:
         instruments.record_job_finished(
-            _Finished(row.job_status, row.handler, row.job_created_at, row.job_finished_at)
+            _Finished(row.job_status, row.handler, row.job_created_at, row.job_finished_at),
+            committed=True,
         )
     if row.outbox_id is not None:
         _publish(

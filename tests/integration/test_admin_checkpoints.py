@@ -208,3 +208,39 @@ def test_other_data_shows_as_json(app, client, reviewer, user):
 
 def test_unknown_checkpoint_is_404(client, reviewer):
     assert client.get(f"/admin/agent-checkpoints/{uuid.uuid4()}").status_code == 404
+
+
+def test_every_decision_on_the_pages_is_counted(app, client, reviewer, user, caplog):
+    """Given three parked jobs, when a reviewer approves one as proposed, approves one
+    with an edited file and rejects one on the pages, then the decisions and their waits
+    are counted as the API's are, and no metric fails."""
+    from app import instruments
+
+    def counted() -> dict[str, float]:
+        labels = {"job_type": "code-generation"}
+        return {
+            f"{name} {outcome}": instruments.REGISTRY.get_sample_value(
+                name, {**labels, "outcome": outcome}
+            )
+            or 0.0
+            for name in ("agentq_checkpoints_decided_total", "agentq_checkpoint_wait_seconds_count")
+            for outcome in ("approved", "rejected")
+        }
+
+    parked = [park(app, user) for _ in range(3)]
+    before = counted()
+    edited = {"file-0": "print('edited')\r\n", "file-1": FILES[1]["content"]}
+    paths = [f"/admin/agent-checkpoints/{checkpoint_id}" for checkpoint_id in parked]
+
+    assert post(client, f"{paths[0]}/approve", comment="as proposed").status_code == 303
+    assert post(client, f"{paths[1]}/approve", **edited).status_code == 303
+    assert post(client, f"{paths[2]}/reject", reason="Not safe").status_code == 303
+
+    after = counted()
+    assert {k: after[k] - before[k] for k in after} == {
+        "agentq_checkpoints_decided_total approved": 2,
+        "agentq_checkpoints_decided_total rejected": 1,
+        "agentq_checkpoint_wait_seconds_count approved": 2,
+        "agentq_checkpoint_wait_seconds_count rejected": 1,
+    }
+    assert "metrics: recording" not in caplog.text
