@@ -463,7 +463,7 @@ class Claim:
     input_data: dict = field(default_factory=dict)
     #: What earlier steps returned, by step name.
     outputs: dict = field(default_factory=dict)
-    #: The decision on the job's last decided checkpoint.
+    #: The approval that let this step run (on the latest checkpoint resuming at it).
     decision: StepDecision | None = None
 
 
@@ -487,6 +487,7 @@ def claim_step(
         worker=worker,
         task_id=task_id,
         lease_seconds=lease_seconds,
+        approved=Outcome.APPROVED.value,
     )
     if row is None:
         return None

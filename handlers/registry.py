@@ -38,7 +38,9 @@ _STEP_OPTIONS = {"approval", "max_attempts", "retry_backoff", "retry_backoff_max
 
 @dataclass(frozen=True)
 class Decision:
-    """The decision on the job's last checkpoint, as a step sees it."""
+    """The approval that let a step run, as the step sees it: the latest decision on a
+    checkpoint that resumes at this step (None for a step no checkpoint gates). A retry
+    after a later rejection still sees it, with the approver's edit."""
 
     outcome: str
     approver: str | None
@@ -53,7 +55,8 @@ class Decision:
 
 @dataclass
 class StepContext:
-    """What a step receives: the job's input, earlier outputs, the last decision, and tools.
+    """What a step receives: the job's input, earlier outputs, the approval that let it
+    run, and tools.
 
     ``log(kind, message, data=None)`` writes a job log line at once (progress shows
     while the step runs); ``checkpoint(type, title, data=None, expires_in=None)``

@@ -290,6 +290,39 @@ def test_retry_after_reject_reopens_the_review(worker, app, user, admin):
         assert f.read() == FILES[0]["content"]
 
 
+@pytest.mark.lifecycle
+def test_an_approved_edit_stays_in_force_after_a_later_rejection(worker, user, admin):
+    """Given a data-processing job whose records an admin edited at the first checkpoint,
+    when the second checkpoint is rejected and the job retried, then `transform` proposes
+    the edited records again, and the job completes with them."""
+    records = [{"name": "ada", "city": "london"}, {"name": "grace", "city": "nyc"}]
+    edited = [{"name": "ada", "city": "cambridge"}]
+    job = user.enqueue("data-processing", {"records": records})
+    user.wait_for(job["id"], "WAITING_APPROVAL")
+    first = user.pending_checkpoint(job["id"])
+    approved = admin.approve(first["id"], data={"records": edited})
+    assert approved.status_code == 200, approved.get_json()
+    user.wait_for(job["id"], "WAITING_APPROVAL")
+    second = user.pending_checkpoint(job["id"])
+    assert second["data"] == {"records": [{"name": "ADA", "city": "CAMBRIDGE"}]}
+    assert admin.reject(second["id"], "one more look").status_code == 200
+    user.wait_for(job["id"], "FAILED")
+
+    assert user.patch(job["id"], "retry").status_code == 200
+
+    user.wait_for(job["id"], "WAITING_APPROVAL")
+    third = user.pending_checkpoint(job["id"])
+    assert third["id"] != second["id"]
+    assert third["data"] == {"records": [{"name": "ADA", "city": "CAMBRIDGE"}]}
+    assert admin.approve(third["id"]).status_code == 200
+    done = user.wait_for(job["id"], "COMPLETED", "FAILED")
+    assert done["status"] == "COMPLETED"
+    assert done["result"] == {
+        "processed": 1,
+        "records": [{"name": "ADA", "city": "CAMBRIDGE"}],
+    }
+
+
 # -- decisions -----------------------------------------------------------------------------
 
 
