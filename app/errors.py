@@ -10,6 +10,7 @@
     │   └── AlreadyDecided       409: the checkpoint was decided first by someone else
     ├── ConflictError            409: an Idempotency-Key reused for another request
     ├── UnknownHandlerError      422: the job type has no registered handler
+    ├── InvalidEdit              422: an approver's edited data does not fit the checkpoint
     ├── ConfigError              a setting is missing or wrong
     └── HandlerError             raised by a step
         ├── RetryableError       retried with backoff while attempts remain (as is any
@@ -29,11 +30,13 @@ __all__ = [
     "ConflictError",
     "ForbiddenError",
     "HandlerError",
+    "InvalidEdit",
     "InvalidTransition",
     "NotFoundError",
     "PermanentError",
     "RetryableError",
     "UnknownHandlerError",
+    "field_messages",
 ]
 
 
@@ -93,6 +96,38 @@ class ConflictError(AgentqError):
 class UnknownHandlerError(AgentqError):
     status = 422
     code = "unknown_job_type"
+
+
+class InvalidEdit(AgentqError):
+    """An approver's edited data does not fit the checkpoint's edit schema; ``details``
+    holds the messages by dotted field name (``data.files.0.path``)."""
+
+    status = 422
+    code = "validation_error"
+
+    def __init__(self, messages: Any, *, field: str = "data") -> None:
+        fields = field_messages(messages, field)
+        #: What is wrong, field by field: ``data.files.0.path: ...; data.foo: ...``.
+        self.problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in fields.items())
+        super().__init__(f"Invalid request: {self.problems}", details=fields)
+
+
+def field_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """marshmallow's nested messages keyed by dotted path: ``{"inputData.files.0.path": [...]}``
+    (a schema-level message, ``_schema``, goes to the field that holds the schema)."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            name = prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)
+            flat.update(field_messages(value, name))
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        flat[prefix or "body"] = messages
+    elif isinstance(messages, list):
+        for value in messages:
+            flat.update(field_messages(value, prefix))
+    else:
+        flat[prefix or "body"] = [str(messages)]
+    return flat
 
 
 class HandlerError(AgentqError):

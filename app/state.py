@@ -37,6 +37,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from marshmallow import ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import auth
@@ -48,10 +49,13 @@ from app.errors import AlreadyDecided
 from app.errors import AuthError
 from app.errors import ConflictError
 from app.errors import ForbiddenError
+from app.errors import InvalidEdit
 from app.errors import InvalidTransition
 from app.errors import NotFoundError
+from app.errors import UnknownHandlerError
 from app.extensions import db
 from app.models import Checkpoint
+from app.models import Decision
 from app.models import FleetState
 from app.models import Job
 from app.models import JobLog
@@ -426,10 +430,13 @@ def cancel(job_id: uuid.UUID, *, by: str) -> Job:
 def retry(job_id: uuid.UUID, *, by: str) -> Job:
     """Queue a FAILED or CANCELLED job again at the step where it stopped.
 
-    Earlier steps' outputs and decisions are kept; their steps do not run again.
+    Earlier steps' outputs and decisions are kept; their steps do not run again. Except
+    when the edit approved before that step does not fit what its checkpoint accepts: then
+    the step that opened the checkpoint runs again, and the review opens again.
 
     :raises InvalidTransition: for a job that is not FAILED or CANCELLED.
     """
+    bad_edit = _bad_edit(job_id)
     job = _transition(
         job_id,
         JobStatus.PENDING,
@@ -439,10 +446,47 @@ def retry(job_id: uuid.UUID, *, by: str) -> Job:
         error=None,
         finished_at=None,
         claim_step_id=None,
+        **({"current_step": bad_edit.step} if bad_edit else {}),
     )
-    add_log(job_id, "retried", f"Job retried by {by} at step {job.current_step}")
+    message = f"Job retried by {by} at step {job.current_step}"
+    if bad_edit:
+        message += (
+            f": the edit approved at its checkpoint does not fit ({bad_edit.problems}),"
+            " so the review opens again"
+        )
+    add_log(job_id, "retried", message)
     _commit([_outbox(job, job.current_step)])
     return job
+
+
+@dataclass(frozen=True)
+class _BadEdit:
+    #: The step that opened the checkpoint, which runs again to propose anew.
+    step: str
+    #: What is wrong with the edit, field by field.
+    problems: str
+
+
+def _bad_edit(job_id: uuid.UUID) -> _BadEdit | None:
+    """The edit approved before the job's current step, when it does not fit what the
+    checkpoint's step accepts (approved before edits were checked, or under an older
+    schema): retrying must re-open that review, not reuse the edit and fail again."""
+    row = db.session.execute(
+        sa.select(Checkpoint.handler, Checkpoint.step, Decision.data)
+        .join(Decision, Decision.checkpoint_id == Checkpoint.id)
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(
+            Checkpoint.job_id == job_id,
+            Checkpoint.resume_step == Job.current_step,
+            Decision.outcome == Outcome.APPROVED.value,
+        )
+        .order_by(Decision.created_at.desc())
+        .limit(1)
+    ).one_or_none()
+    if row is None or row.data is None:
+        return None
+    problems = _edit_problems(row.handler, row.step, row.data)
+    return None if problems is None else _BadEdit(row.step, InvalidEdit(problems).problems)
 
 
 # -- Steps -----------------------------------------------------------------------------
@@ -762,10 +806,14 @@ def decide(
     :raises AuthError: when there is no such user, or the token is unknown or revoked.
     :raises ForbiddenError: when the user is not an admin.
     :raises NotFoundError: for an unknown checkpoint.
+    :raises InvalidEdit: when an approval's ``data`` does not fit the schema of edits that
+        the step which opened the checkpoint declares (checked first, one read more).
     :raises AlreadyDecided: when it was decided first; ``details`` carries that decision.
     :raises InvalidTransition: when its job is not waiting for it.
     """
     approved = outcome == Outcome.APPROVED
+    if approved and data is not None:
+        _check_edit(checkpoint_id, data)
     status = CheckpointStatus.APPROVED if approved else CheckpointStatus.REJECTED
     trace = sentry.trace_headers() if approved else {}
     row = run_one(
@@ -859,6 +907,33 @@ class _Finished:
     job_type: str
     created_at: datetime
     finished_at: datetime
+
+
+def _check_edit(checkpoint_id: uuid.UUID, data: Any) -> None:
+    """Check an approver's edited data against what the checkpoint's step accepts.
+
+    :raises InvalidEdit: naming the fields that are wrong (``data.files.0.path``).
+    """
+    opened = db.session.execute(
+        sa.select(Checkpoint.handler, Checkpoint.step).where(Checkpoint.id == checkpoint_id)
+    ).one_or_none()
+    if opened is None:
+        return  # decide says it does not exist
+    problems = _edit_problems(opened.handler, opened.step, data)
+    if problems is not None:
+        raise InvalidEdit(problems)
+
+
+def _edit_problems(handler: str, step: str, data: Any) -> Any:
+    """marshmallow's messages on ``data`` as an edit at the checkpoint ``step`` opens; None
+    when it fits (or the step, no longer declared, cannot say)."""
+    try:
+        registry.get(handler).get_step(step).validate_edit(data)
+    except ValidationError as exc:
+        return exc.messages
+    except (UnknownHandlerError, KeyError):
+        return None
+    return None
 
 
 def expire_checkpoint(checkpoint_id: uuid.UUID) -> bool:

@@ -40,7 +40,7 @@ handler = registry.register(
 )
 
 
-@handler.step("propose", approval=True)
+@handler.step("propose", approval=True, edits=CodeGenerationInput)
 def propose(ctx: StepContext) -> dict:
     files = ctx.input["files"]
     for f in files:

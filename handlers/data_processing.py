@@ -19,6 +19,14 @@ class DataProcessingInput(Schema):
     uppercase = fields.List(fields.String(), load_default=None)
 
 
+class RecordsEdit(Schema):
+    """What an approver may send back at either checkpoint: the records, as edited."""
+
+    records = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1))
+    #: The first checkpoint shows the columns it found; sending them back changes nothing.
+    columns = fields.List(fields.String())
+
+
 handler = registry.register(
     Handler(
         "data-processing",
@@ -28,7 +36,7 @@ handler = registry.register(
 )
 
 
-@handler.step("validate", approval=True)
+@handler.step("validate", approval=True, edits=RecordsEdit)
 def validate_records(ctx: StepContext) -> dict:
     records = ctx.input["records"]
     columns = sorted({key for record in records for key in record})
@@ -41,7 +49,7 @@ def validate_records(ctx: StepContext) -> dict:
     return {"count": len(records), "columns": columns}
 
 
-@handler.step("transform", approval=True)
+@handler.step("transform", approval=True, edits=RecordsEdit)
 def transform(ctx: StepContext) -> dict:
     edited = ctx.decision.data if ctx.decision else None
     records = edited["records"] if edited and "records" in edited else ctx.input["records"]

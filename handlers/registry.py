@@ -33,7 +33,7 @@ from app.errors import UnknownHandlerError
 INFO = "INFO"
 APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
 
-_STEP_OPTIONS = {"approval", "max_attempts", "retry_backoff", "retry_backoff_max"}
+_STEP_OPTIONS = {"approval", "edits", "max_attempts", "retry_backoff", "retry_backoff_max"}
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,9 @@ class Step:
     fn: Callable[[StepContext], Any]
     #: Declares that the step opens an APPROVAL_REQUIRED checkpoint: chains end here.
     approval: bool = False
+    #: The schema of the data an approver may send with an approval of the checkpoint this
+    #: step opens (usually the schema of the checkpoint's own data). None: any JSON.
+    edits: type[Schema] | None = None
     #: Attempts before the job fails (exceptions other than PermanentError are retried).
     max_attempts: int = 3
     #: Seconds before the second attempt; doubled for each further one.
@@ -121,6 +124,19 @@ class Step:
     @property
     def task_name(self) -> str:
         return f"agentq.{self.handler}.{self.name}"
+
+    def validate_edit(self, data: Any) -> Any:
+        """Check an approver's edited data against ``edits``; returns it unchanged.
+
+        :raises marshmallow.ValidationError: naming the fields that are wrong.
+        """
+        if self.edits is not None:
+            self._edit_loader.load(data)
+        return data
+
+    @functools.cached_property
+    def _edit_loader(self) -> Schema:
+        return self.edits()
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -139,7 +155,7 @@ class Handler:
         self.steps: list[Step] = []
 
     def step(self, name: str, **options: Any) -> Callable[[Callable], Callable]:
-        """Declare the next step; options: approval, max_attempts, retry_backoff(_max).
+        """Declare the next step; options: approval, edits, max_attempts, retry_backoff(_max).
 
         :raises ValueError: for an unknown option or a step name used twice.
         """

@@ -30,6 +30,7 @@ from app.admin.filters import when
 from app.api.paging import keyset_page
 from app.errors import AgentqError
 from app.errors import AlreadyDecided
+from app.errors import InvalidEdit
 from app.errors import InvalidTransition
 from app.extensions import db
 from app.models import Checkpoint
@@ -197,7 +198,7 @@ def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, **decision: Any):
         )
     except AlreadyDecided as error:
         flash(_decided_first(error.checkpoint), "warning")
-    except InvalidTransition as error:
+    except (InvalidTransition, InvalidEdit) as error:
         flash(error.message, "error")
     else:
         logs.decided(checkpoint, outcome, by=current_user.name)

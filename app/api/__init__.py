@@ -20,26 +20,10 @@ from werkzeug.exceptions import HTTPException
 
 from app.errors import AgentqError
 from app.errors import AlreadyDecided
+from app.errors import field_messages
 from app.extensions import db
 from app.schemas import CheckpointSchema
 from app.schemas import ErrorEnvelopeSchema
-
-
-def _flatten(messages, prefix: str = "") -> dict[str, list[str]]:
-    """Nested messages keyed by dotted path: ``{"inputData.files.0.path": [...]}``."""
-    flat: dict[str, list[str]] = {}
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            flat.update(_flatten(value, name))
-    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        flat[prefix or "body"] = messages
-    elif isinstance(messages, list):
-        for value in messages:
-            flat.update(_flatten(value, prefix))
-    else:
-        flat[prefix or "body"] = [str(messages)]
-    return flat
 
 
 def error_response(status: int, code: str, message: str, details=None, headers=None):
@@ -67,7 +51,7 @@ class Api(flask_smorest.Api):
         if messages and error.code == 422:
             fields = {}
             for location_messages in messages.values():
-                fields.update(_flatten(location_messages))
+                fields.update(field_messages(location_messages))
             text = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in fields.items())
             return error_response(
                 422, "validation_error", f"Invalid request: {text}", fields, headers
@@ -75,7 +59,7 @@ class Api(flask_smorest.Api):
         if messages:
             fields = {}
             for location_messages in messages.values():
-                fields.update(_flatten(location_messages))
+                fields.update(field_messages(location_messages))
             text = "; ".join(" ".join(msgs) for msgs in fields.values())
             return error_response(error.code, _code(error), text, fields, headers)
         message = data.get("message") or error.description or error.name
