@@ -10,12 +10,20 @@ from pathlib import PurePosixPath
 
 from app.errors import PermanentError
 
+#: The longest file or directory name the file systems agentq runs on take, in bytes.
+NAME_MAX = 255
+
 
 def path_problem(path: str) -> str | None:
     """Why ``path`` cannot name a file inside a workspace, or None when it can."""
     rel = PurePosixPath(path)
     if not path or rel.is_absolute() or ".." in rel.parts:
         return f"file path {path!r} must be relative and stay inside the workspace"
+    if not rel.parts or path.endswith("/"):
+        return f"file path {path!r} must name a file, not a directory"
+    long = next((part for part in rel.parts if len(part.encode()) > NAME_MAX), None)
+    if long is not None:
+        return f"file path {path!r} has a name longer than {NAME_MAX} bytes: {long[:40]!r}..."
     return None
 
 
@@ -65,7 +73,11 @@ class Workspace:
         for _path, target, content in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".agentq-")
-            with os.fdopen(fd, "w") as out:
-                out.write(content)
-            os.replace(tmp, target)
+            try:
+                with os.fdopen(fd, "w") as out:
+                    out.write(content)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
         return [path for path, _target, _content in targets]

@@ -98,6 +98,20 @@ def nested(depth: int) -> dict:
             ["inputData.files.0.content"],
             id="code-generation-file-without-content",
         ),
+        *[
+            pytest.param(
+                valid_job(jobType="code-generation", inputData={"files": [{"path": path}]}),
+                422,
+                ["inputData.files.0.path", says],
+                id=f"code-generation-path-{name}",
+            )
+            for name, path, says in [
+                ("dot", ".", "must name a file"),
+                ("dot-slash", "./", "must name a file"),
+                ("parent", "../escape.txt", "stay inside the workspace"),
+                ("name-over-255-bytes", "a/" + "x" * 256, "longer than 255 bytes"),
+            ]
+        ],
         pytest.param([valid_job()], 422, [], id="body-is-a-list"),
         # Postgres text and jsonb hold no NUL characters and no unpaired surrogates.
         pytest.param(

@@ -14,6 +14,7 @@ from handlers.registry import Handler
 from handlers.registry import Registry
 from handlers.registry import Step
 from handlers.workspace import Workspace
+from handlers.workspace import path_problem
 
 NON_FINAL = {JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING_APPROVAL}
 
@@ -178,6 +179,46 @@ def test_workspace_refuses_absolute_and_parent_paths(tmp_path, path):
         ws.write_all([{"path": path, "content": "x"}])
     assert not (tmp_path / "escape.txt").exists()
     assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        (".", "must name a file"),
+        ("./", "must name a file"),
+        ("lib/", "must name a file"),
+        ("x" * 256 + ".txt", "longer than 255 bytes"),
+        ("lib/" + "é" * 128, "longer than 255 bytes"),
+    ],
+)
+def test_workspace_refuses_what_can_never_be_a_file(tmp_path, path, says):
+    """Given a workspace, when a path names no file ("." or a directory) or has a name the
+    file system cannot hold, then it is refused before anything is written, with the reason
+    (the same check refuses it at submission: `path_problem`)."""
+    ws = Workspace(tmp_path / "root", "job-1")
+    assert says in path_problem(path)
+    with pytest.raises(PermanentError, match=says):
+        ws.write_all([{"path": path, "content": "x"}])
+    assert not (tmp_path / "root").exists()
+
+
+def test_workspace_takes_the_longest_names_that_fit(tmp_path):
+    """A name of exactly 255 bytes is written."""
+    ws = Workspace(tmp_path / "root", "job-1")
+    name = "é" * 127 + "x"
+    assert path_problem(name) is None
+    assert ws.write_all([{"path": name, "content": "x"}]) == [name]
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path):
+    """Given a directory where a file should go, when the write fails, then the error is
+    raised and no `.agentq-*` temporary file is left behind, however often it is retried."""
+    ws = Workspace(tmp_path / "root", "job-1")
+    (ws.root / "lib" / "a.txt").mkdir(parents=True)
+    for _attempt in range(3):
+        with pytest.raises(IsADirectoryError):
+            ws.write_all([{"path": "lib/a.txt", "content": "x"}])
+    assert [p.name for p in (ws.root / "lib").iterdir()] == ["a.txt"]
 
 
 def test_workspace_refuses_a_symlink_out_of_it(tmp_path):
