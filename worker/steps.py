@@ -26,12 +26,14 @@ from dataclasses import field
 
 from celery import Celery
 from celery import Task
+from celery.exceptions import Retry
 from flask import Flask
 from flask import current_app
 
 from app import instruments
 from app import logs
 from app import sentry
+from app import sql
 from app import state
 from app.errors import PermanentError
 from handlers.registry import Step
@@ -71,16 +73,26 @@ def _stop_chain(task: Task) -> None:
     task.request.chain = None
 
 
+#: Seconds before a step whose claim could not reach the database tries again: doubled
+#: each time, up to the second figure, for as long as the database stays unreachable.
+CLAIM_RETRY_DELAY = (0.5, 5.0)
+
+
 def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
     """Claim, run and record one step attempt; returns what happened to the job."""
     app = current_app._get_current_object()
-    claim = state.claim_step(
-        job_id,
-        step.name,
-        worker=task.request.hostname or "unknown",
-        task_id=task.request.id,
-        lease_seconds=app.config["STEP_LEASE_SECONDS"],
-    )
+    try:
+        claim = state.claim_step(
+            job_id,
+            step.name,
+            worker=task.request.hostname or "unknown",
+            task_id=task.request.id,
+            lease_seconds=app.config["STEP_LEASE_SECONDS"],
+        )
+    except Exception as exc:
+        if not sql.unavailable(exc):
+            raise
+        raise _claim_later(task, step, job_id, exc) from exc
     if claim is None:
         log.info("step %s of job %s: not its turn (duplicate or stale delivery)", step.name, job_id)
         _stop_chain(task)
@@ -114,6 +126,22 @@ def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
     if outcome != "advanced":
         _stop_chain(task)
     return outcome
+
+
+def _claim_later(task: Task, step: Step, job_id: uuid.UUID, exc: Exception) -> Retry:
+    """Send the step's message again, to claim it once the database is back (acked as failed,
+    the message, and the step, would be lost until the stall sweep found the job); the
+    ``Retry`` to raise, which tells the worker the task will run again."""
+    first, most = CLAIM_RETRY_DELAY
+    delay = min(first * 2**task.request.retries, most)
+    log.warning(
+        "step %s of job %s: the database is unreachable (%s); claiming again in %.1f s",
+        step.name,
+        job_id,
+        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        delay,
+    )
+    return task.retry(countdown=delay, max_retries=None, exc=exc, throw=False)
 
 
 def _observe_start(claim: state.Claim) -> float:

@@ -126,6 +126,26 @@ def run(name: str, /, **params: Any) -> list:
     raise AssertionError("unreachable")
 
 
+#: Postgres error codes of a server that cannot serve now: shutting down, crashed, starting.
+_UNAVAILABLE_CODES = {"57P01", "57P02", "57P03"}
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached now (down, restarting, refusing
+    connections, the connection dropped) rather than anything about the statement: what
+    was asked may succeed later, unchanged."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig
+    if isinstance(exc, psycopg2.InterfaceError):
+        return True
+    if isinstance(exc, psycopg2.OperationalError):
+        code = exc.pgcode
+        return code is None or code.startswith("08") or code in _UNAVAILABLE_CODES
+    return False
+
+
 def run_one(name: str, /, **params: Any):
     """:func:`run` for a statement that returns at most one row: the row, or None."""
     rows = run(name, **params)

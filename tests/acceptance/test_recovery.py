@@ -6,6 +6,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from tests.acceptance.running import Worker
+from tests.conftest import stop_worker
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.acceptance]
@@ -87,3 +89,42 @@ def test_a_job_submitted_while_redis_is_down_runs_when_it_is_back(app, servers, 
     # The worker is back on the broker for the tests that follow.
     celery = app.extensions["celery"]
     wait_until(lambda: celery.control.ping(timeout=0.5), 60, "the worker to answer a ping")
+
+
+def queued(servers) -> int:
+    """Messages waiting in the steps queue (every priority's list) in Redis."""
+    import redis
+
+    client = redis.Redis.from_url(servers.redis_url)
+    try:
+        return sum(client.llen(key) for key in client.scan_iter("agentq.steps*"))
+    finally:
+        client.close()
+
+
+def test_steps_taken_while_postgres_is_down_run_when_it_is_back(app, servers, celery_worker, user):
+    """Given ten queued jobs and Postgres stopped, when a worker takes their messages and
+    cannot claim them, then no message is lost: once Postgres is back, every job completes
+    within seconds, not after the stall sweep's 300 s (this worker's STALL_SECONDS)."""
+    if servers.pg is None:
+        pytest.skip("Postgres comes from DATABASE_URL (external): the test cannot stop it")
+    stop_worker(app, celery_worker)
+    jobs = [user.enqueue("simple-task", {"n": i})["id"] for i in range(10)]
+    # Published: their dispatch intents are deleted, only the messages in Redis remain.
+    wait_until(lambda: all(outbox_rows(app, j) == 0 for j in jobs), 10, "the outbox to drain")
+    worker = Worker("worker-postgres-down", {"STALL_SECONDS": "300"})
+    servers.pg.stop()
+    try:
+        worker.start(app.extensions["celery"])
+        wait_until(lambda: queued(servers) == 0, 60, "the worker to take every message")
+        time.sleep(2)  # each claim failed: acked as failed, the message would be gone
+    finally:
+        servers.pg.start()
+    try:
+        for job_id in jobs:
+            done = user.wait_for(job_id, "COMPLETED", "FAILED", timeout=60)
+            assert done["status"] == "COMPLETED", done["error"]
+            assert attempts(done, "run") == ["succeeded"]
+        assert "the database is unreachable" in worker.output()
+    finally:
+        worker.stop()
