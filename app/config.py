@@ -195,8 +195,10 @@ class Config:
         self.FLEET_TIMEOUT = _env_float("FLEET_TIMEOUT", 1.0)
         #: Job submissions per API token (``app.limits``); "": no limit.
         self.RATE_LIMIT_JOBS = _env_rate_limit("RATE_LIMIT_JOBS", "600/minute")
-        #: Decisions (approve or reject) per API token.
+        #: Decisions (approve or reject) per API token, and per admin on the admin pages.
         self.RATE_LIMIT_DECISIONS = _env_rate_limit("RATE_LIMIT_DECISIONS", "600/minute")
+        #: Admin sign-in attempts per user name, and per client address.
+        self.LOGIN_RATE_LIMIT = _env_rate_limit("LOGIN_RATE_LIMIT", "10/minute")
         #: Reverse proxies in front of the web process whose X-Forwarded-* headers to trust.
         self.PROXY_FIX_HOPS = _env_int("PROXY_FIX_HOPS", 0)
         #: Port on which each Celery worker serves its processes' metrics (0: none).

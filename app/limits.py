@@ -1,10 +1,14 @@
 """Rate limits, counted in Redis (flask-limiter, fixed windows) and set in ``app.config``:
 
 - ``RATE_LIMIT_JOBS``: job submissions (``POST /api/agent-jobs``) per API token;
-- ``RATE_LIMIT_DECISIONS``: approvals and rejections, together, per API token.
+- ``RATE_LIMIT_DECISIONS``: approvals and rejections, together, per API token on the API
+  and per admin on the admin pages;
+- ``LOGIN_RATE_LIMIT``: admin sign-in attempts per user name and, apart, per client
+  address, whether they succeed or not.
 
 A request over a limit is stopped by flask-limiter's ``RateLimitExceeded``, a 429 that
-``app.api`` answers with ``Retry-After`` in the error envelope.
+``app.api`` answers with ``Retry-After`` in the error envelope (or in the admin pages'
+layout), and the sign-in form with the form itself (``app.admin.auth``).
 
 The API's limits are keyed by the hash of the request's bearer token, not by its user:
 submissions and decisions check their token inside their own statement
@@ -25,18 +29,21 @@ a job is still accepted while Redis is down (DESIGN, guarantee 1).
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from flask import Flask
 from flask import current_app
 from flask import g
+from flask import request
+from flask_login import current_user
 from limits import parse_many
 
 from app.errors import ConfigError
 from app.extensions import limiter
 
 #: The settings that hold a limit, each in flask-limiter's syntax ("" for none).
-SETTINGS = ("RATE_LIMIT_JOBS", "RATE_LIMIT_DECISIONS")
+SETTINGS = ("RATE_LIMIT_JOBS", "RATE_LIMIT_DECISIONS", "LOGIN_RATE_LIMIT")
 
 
 def _setting(name: str):
@@ -46,6 +53,20 @@ def _setting(name: str):
 
 def _token() -> str:
     return f"token:{g.token_hash}"
+
+
+def _admin() -> str:
+    return f"user:{current_user.id}"
+
+
+def _login_name() -> str:
+    # Hashed: the name is whatever the form sent, up to the body limit.
+    name = request.form.get("name", "")
+    return f"name:{hashlib.sha256(name.encode()).hexdigest()}"
+
+
+def _address() -> str:
+    return f"ip:{request.remote_addr}"
 
 
 #: ``POST /api/agent-jobs``, below ``login_required(in_statement=True)``.
@@ -61,6 +82,21 @@ api_decisions = limiter.shared_limit(
     "decisions",
     key_func=_token,
     error_message="Too many decisions with this token",
+)
+#: The admin pages' approve and reject forms, below ``admin_required``.
+page_decisions = limiter.shared_limit(
+    _setting("RATE_LIMIT_DECISIONS"),
+    "decisions",
+    key_func=_admin,
+    error_message="Too many decisions",
+)
+#: The sign-in form's POSTs, per user name.
+logins_per_name = limiter.limit(
+    _setting("LOGIN_RATE_LIMIT"), key_func=_login_name, methods=["POST"]
+)
+#: The sign-in form's POSTs, per client address (``PROXY_FIX_HOPS`` behind a proxy).
+logins_per_address = limiter.limit(
+    _setting("LOGIN_RATE_LIMIT"), key_func=_address, methods=["POST"]
 )
 
 

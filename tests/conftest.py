@@ -216,6 +216,7 @@ def clean_state(request):
                 if attempt == 4:
                     raise
     app.extensions["celery"].control.purge()
+    # Every test signs in from 127.0.0.1, many as "admin": each starts with no attempts.
     limiter.reset()
     yield
 

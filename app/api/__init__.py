@@ -112,11 +112,13 @@ def handle_recursion_error(error: RecursionError):
 
 def handle_rate_limited(error: RateLimitExceeded):
     """429 over a rate limit (``app.limits``): the envelope says which limit and when to
-    retry, as ``Retry-After`` does."""
+    retry, as ``Retry-After`` does; the admin pages say it in their layout."""
     db.session.rollback()
     limit, wait = limits.breached()
     error.retry_after = wait  # werkzeug's TooManyRequests sends it as Retry-After
     error.description = f"{error.description}: at most {limit}. Retry in {wait} seconds."
+    if request.path.startswith("/admin"):
+        return admin_error_page(error)
     details = {"limit": limit, "retryAfter": wait}
     headers = error.get_headers()
     return error_response(429, "too_many_requests", error.description, details, headers)
