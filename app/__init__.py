@@ -53,6 +53,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app import admin
     from app import api
     from app import cli
+    from app import limits
     from app import logs
     from app import metrics
     from app import sentry
@@ -64,6 +65,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     sentry.init_app(app)
     celery_app.init_app(app)
     app.extensions["agentq.dispatcher"] = Dispatcher(app)
+    limits.init_app(app)
     api.init_app(app)
     admin.init_app(app)
     metrics.init_app(app)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from flask import g
 from flask import has_request_context
 from flask import request
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.security import generate_password_hash
 
 from app.errors import AuthError
@@ -134,7 +135,8 @@ def login_required(*, admin: bool = False, in_statement: bool = False) -> Callab
     one round trip to Postgres fewer (``app.state.enqueue`` and ``decide`` take it): only
     the header is checked before the view. If the view fails before its statement said who
     called (bad input, say), the token is checked then, so that a caller without a valid
-    token (or an admin's role) is still told so first.
+    token (or an admin's role) is still told so first; but not over a rate limit
+    (``app.limits``): a 429 costs Postgres nothing.
 
     :raises AuthError: 401 without a valid token.
     :raises ForbiddenError: 403 for a non-admin on an admin endpoint.
@@ -155,7 +157,7 @@ def login_required(*, admin: bool = False, in_statement: bool = False) -> Callab
             g.token_hash = bearer_token_hash()
             try:
                 return view(*args, **kwargs)
-            except (AuthError, ForbiddenError):
+            except (AuthError, ForbiddenError, TooManyRequests):
                 raise
             except Exception:
                 if g.get("user") is None:

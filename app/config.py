@@ -77,6 +77,13 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
 
+def _env_rate_limit(name: str, default: str) -> str:
+    """A rate limit in flask-limiter's syntax (``"600/minute"``, ``"10/minute;100/day"``);
+    set empty or ``0``: no limit (``""``)."""
+    value = os.environ.get(name, default).strip()
+    return "" if value in ("", "0") else value
+
+
 def celery_settings(
     redis_url: str, *, lease_seconds: int, sweep_interval: float, task_events: bool = False
 ) -> dict:
@@ -186,6 +193,12 @@ class Config:
         self.OUTBOX_GRACE_SECONDS = _env_float("OUTBOX_GRACE_SECONDS", 3.0)
         #: Seconds the fleet endpoint waits for workers to answer.
         self.FLEET_TIMEOUT = _env_float("FLEET_TIMEOUT", 1.0)
+        #: Job submissions per API token (``app.limits``); "": no limit.
+        self.RATE_LIMIT_JOBS = _env_rate_limit("RATE_LIMIT_JOBS", "600/minute")
+        #: Decisions (approve or reject) per API token, and per admin on the admin pages.
+        self.RATE_LIMIT_DECISIONS = _env_rate_limit("RATE_LIMIT_DECISIONS", "600/minute")
+        #: Admin sign-in attempts per user name, and per client address.
+        self.LOGIN_RATE_LIMIT = _env_rate_limit("LOGIN_RATE_LIMIT", "10/minute")
         #: Reverse proxies in front of the web process whose X-Forwarded-* headers to trust.
         self.PROXY_FIX_HOPS = _env_int("PROXY_FIX_HOPS", 0)
         #: Port on which each Celery worker serves its processes' metrics (0: none).

@@ -193,11 +193,13 @@ def celery_worker(servers):
 
 @pytest.fixture(autouse=True)
 def clean_state(request):
-    """Empty tables (and queues) before each test that uses the servers, even indirectly."""
+    """Empty tables, queues and rate-limit counters before each test that uses the servers,
+    even indirectly."""
     if "servers" not in request.fixturenames:
         yield
         return
     from app.extensions import db
+    from app.extensions import limiter
 
     app = request.getfixturevalue("app")
     tables = ", ".join(t.name for t in db.metadata.sorted_tables)
@@ -214,6 +216,8 @@ def clean_state(request):
                 if attempt == 4:
                     raise
     app.extensions["celery"].control.purge()
+    # Every test signs in from 127.0.0.1, many as "admin": each starts with no attempts.
+    limiter.reset()
     yield
 
 

@@ -14,6 +14,7 @@ from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
+from flask_limiter import RateLimitExceeded
 from flask_login import current_user
 from flask_login import login_required
 from flask_login import login_user
@@ -24,7 +25,10 @@ from wtforms import PasswordField
 from wtforms import StringField
 from wtforms.validators import DataRequired
 
+from app import limits
 from app.extensions import db
+from app.limits import logins_per_address
+from app.limits import logins_per_name
 from app.models import User
 
 bp = Blueprint(
@@ -66,8 +70,13 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@logins_per_name
+@logins_per_address
 def login():
-    """Sign in with a user name and password (``agentq users set-password NAME``)."""
+    """Sign in with a user name and password (``agentq users set-password NAME``).
+
+    Attempts are limited per user name and per address (``LOGIN_RATE_LIMIT``).
+    """
     form = LoginForm()
     if form.validate_on_submit():
         user = db.session.execute(
@@ -79,6 +88,19 @@ def login():
             return redirect(_safe_next(request.args.get("next")))
         flash("Wrong user name or password.", "error")
     return render_template("admin/login.html", form=form)
+
+
+@bp.errorhandler(RateLimitExceeded)
+def too_many_sign_ins(error: RateLimitExceeded):
+    """The sign-in form again, 429, saying how long to wait (``Retry-After`` says it too)."""
+    db.session.rollback()
+    limit, wait = limits.breached()
+    flash(
+        f"Too many sign-in attempts for this user name or from this address (at most "
+        f"{limit}). Wait {wait} seconds, then try again.",
+        "error",
+    )
+    return render_template("admin/login.html", form=LoginForm()), 429, {"Retry-After": str(wait)}
 
 
 @bp.post("/logout")

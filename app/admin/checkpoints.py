@@ -33,6 +33,7 @@ from app.errors import AlreadyDecided
 from app.errors import InvalidEdit
 from app.errors import InvalidTransition
 from app.extensions import db
+from app.limits import page_decisions
 from app.models import Checkpoint
 from app.models import Job
 from handlers.registry import registry
@@ -244,6 +245,7 @@ def detail(checkpoint_id: uuid.UUID):
 
 @bp.post("/<uuid:checkpoint_id>/approve")
 @admin_required
+@page_decisions
 def approve(checkpoint_id: uuid.UUID):
     """Approve, with an optional comment and, for proposed files, the reviewer's edits."""
     checkpoint = _get_checkpoint(checkpoint_id)
@@ -254,6 +256,7 @@ def approve(checkpoint_id: uuid.UUID):
 
 @bp.post("/<uuid:checkpoint_id>/reject")
 @admin_required
+@page_decisions
 def reject(checkpoint_id: uuid.UUID):
     """Reject with a reason (required): the job fails with it."""
     reason = request.form.get("reason", "").strip()

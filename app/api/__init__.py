@@ -2,8 +2,8 @@
 
 Every error answers ``{"success": false, "error": {"code", "message", "details"}}``:
 agentq's own errors (``app.errors``), validation errors (422, the message naming
-each field), malformed JSON (400), bodies over the limit (413), and Flask's own
-404 and 405.
+each field), malformed JSON (400), bodies over the limit (413), requests over a rate
+limit (429, with ``Retry-After``), and Flask's own 404 and 405.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from flask import jsonify
 from flask import render_template
 from flask import request
 from flask import send_from_directory
+from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from app import limits
 from app.errors import AgentqError
 from app.errors import AlreadyDecided
 from app.errors import field_messages
@@ -92,6 +94,20 @@ def handle_recursion_error(error: RecursionError):
     return error_response(400, "bad_request", message, {"json": [message]})
 
 
+def handle_rate_limited(error: RateLimitExceeded):
+    """429 over a rate limit (``app.limits``): the envelope says which limit and when to
+    retry, as ``Retry-After`` does; the admin pages say it in their layout."""
+    db.session.rollback()
+    limit, wait = limits.breached()
+    error.retry_after = wait  # werkzeug's TooManyRequests sends it as Retry-After
+    error.description = f"{error.description}: at most {limit}. Retry in {wait} seconds."
+    if request.path.startswith("/admin"):
+        return admin_error_page(error)
+    details = {"limit": limit, "retryAfter": wait}
+    headers = error.get_headers()
+    return error_response(429, "too_many_requests", error.description, details, headers)
+
+
 def handle_agentq_error(error: AgentqError):
     db.session.rollback()
     details = error.details
@@ -114,6 +130,7 @@ def init_app(app: Flask) -> None:
     for blp in (jobs.blp, checkpoints.blp, fleet.blp, health.blp):
         api.register_blueprint(blp)
     app.register_error_handler(AgentqError, handle_agentq_error)
+    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(RecursionError, handle_recursion_error)
 
     @app.get("/api/docs/static/<path:filename>")

@@ -17,6 +17,7 @@ from app.api.paging import decode_cursor
 from app.api.paging import page_of
 from app.auth import BEARER
 from app.auth import login_required
+from app.limits import api_decisions
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointEnvelopeSchema
 from app.schemas import CheckpointListArgs
@@ -70,10 +71,12 @@ class PendingCheckpoints(MethodView):
 @blp.route("/<uuid:checkpoint_id>")
 class CheckpointDecision(MethodView):
     @login_required(admin=True, in_statement=True)
+    @api_decisions
     @blp.doc(security=[BEARER])
     @blp.arguments(ApprovalSchema())
     @blp.response(200, CheckpointEnvelopeSchema)
     @blp.alt_response(409, description="Already decided: details carry the first decision")
+    @blp.alt_response(429, description="Over RATE_LIMIT_DECISIONS for this token")
     def post(self, body: dict, checkpoint_id: uuid.UUID):
         """Approve a pending checkpoint
 
@@ -83,10 +86,12 @@ class CheckpointDecision(MethodView):
         return _decide(checkpoint_id, state.Outcome.APPROVED, body)
 
     @login_required(admin=True, in_statement=True)
+    @api_decisions
     @blp.doc(security=[BEARER])
     @blp.arguments(RejectionSchema())
     @blp.response(200, CheckpointEnvelopeSchema)
     @blp.alt_response(409, description="Already decided: details carry the first decision")
+    @blp.alt_response(429, description="Over RATE_LIMIT_DECISIONS for this token")
     def delete(self, body: dict, checkpoint_id: uuid.UUID):
         """Reject a pending checkpoint: the job fails with the reason"""
         return _decide(checkpoint_id, state.Outcome.REJECTED, body)

@@ -20,6 +20,7 @@ from app.auth import BEARER
 from app.auth import current_user
 from app.auth import login_required
 from app.errors import NotFoundError
+from app.limits import submissions
 from app.models import Job
 from app.schemas import CheckpointListEnvelopeSchema
 from app.schemas import JobActionSchema
@@ -65,10 +66,12 @@ def detail(job: Job) -> dict:
 @blp.route("")
 class Jobs(MethodView):
     @login_required(in_statement=True)
+    @submissions
     @blp.doc(security=[BEARER])
     @blp.arguments(JobCreateSchema())
     @blp.response(201, JobEnvelopeSchema)
     @blp.alt_response(409, description="Idempotency-Key reused for a different request")
+    @blp.alt_response(429, description="Over RATE_LIMIT_JOBS for this token: see Retry-After")
     def post(self, body: dict):
         """Enqueue a job
 
