@@ -338,24 +338,28 @@ def test_proposal_escaping_the_workspace_is_refused(app, user, tmp_path, bad_pat
     assert user.request("GET", "/api/agent-jobs").get_json()["jobs"] == []
 
 
-def test_edited_path_escaping_the_workspace_fails_the_write(worker, app, user, admin):
-    """Given an approved code-generation job whose reviewer edited a path to leave the
-    workspace, when the write step runs, then it fails the job naming the path and writes
-    nothing at all (not even the other, harmless file of the edit).
+def test_an_edited_path_escaping_the_workspace_is_refused_at_approval(worker, app, user, admin):
+    """Given a code-generation job waiting for review, when the reviewer approves it with a
+    path edited to leave the workspace, then the approval is a 422 naming that path, the
+    checkpoint stays pending and nothing runs; approved as proposed, it completes, and
+    nothing is written outside its workspace. (The write step refuses such a path too: the
+    workspace's unit tests.)
     """
     job = user.enqueue("code-generation", {"files": PROPOSAL})
     user.wait_for(job["id"], "WAITING_APPROVAL")
+    checkpoint = user.pending_checkpoint(job["id"])
     edited = [PROPOSAL[0], {"path": "../evil.txt", "content": "pwned\n"}]
 
-    approve_ok(admin, user.pending_checkpoint(job["id"])["id"], data={"files": edited})
-    failed = user.wait_for(job["id"], "FAILED", "COMPLETED")
+    refused = admin.approve(checkpoint["id"], data={"files": edited})
 
-    assert failed["status"] == "FAILED", failed
-    assert failed["error"].startswith("write: PermanentError")
-    assert "'../evil.txt'" in failed["error"]
-    assert attempts(failed) == [("propose", 1, "succeeded"), ("write", 1, "failed")]
+    assert refused.status_code == 422, refused.get_json()
+    assert "data.files.1.path" in refused.get_json()["error"]["details"]
+    assert user.pending_checkpoint(job["id"])["id"] == checkpoint["id"]
+    approve_ok(admin, checkpoint["id"])
+    done = user.wait_for(job["id"], "COMPLETED", "FAILED")
+    assert done["status"] == "COMPLETED", done["error"]
+    assert attempts(done) == [("propose", 1, "succeeded"), ("write", 1, "succeeded")]
     assert not (Path(app.config["WORKSPACE_ROOT"]).resolve() / "evil.txt").exists()
-    assert files_under(workspace(app, job["id"])) == {}
 
 
 def test_symlink_out_of_the_workspace_is_not_followed(worker, app, user, admin, tmp_path):
