@@ -507,7 +507,7 @@ class Claim:
     input_data: dict = field(default_factory=dict)
     #: What earlier steps returned, by step name.
     outputs: dict = field(default_factory=dict)
-    #: The approval that let this step run (on the latest checkpoint resuming at it).
+    #: The last approval on the job's way to this step (not a later rejection).
     decision: StepDecision | None = None
 
 

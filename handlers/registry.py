@@ -38,9 +38,9 @@ _STEP_OPTIONS = {"approval", "edits", "max_attempts", "retry_backoff", "retry_ba
 
 @dataclass(frozen=True)
 class Decision:
-    """The approval that let a step run, as the step sees it: the latest decision on a
-    checkpoint that resumes at this step (None for a step no checkpoint gates). A retry
-    after a later rejection still sees it, with the approver's edit."""
+    """The last approval on the job's way to a step, as the step sees it (None before any
+    checkpoint): a retry after a later rejection still sees the earlier approval, with the
+    approver's edit."""
 
     outcome: str
     approver: str | None
@@ -55,8 +55,8 @@ class Decision:
 
 @dataclass
 class StepContext:
-    """What a step receives: the job's input, earlier outputs, the approval that let it
-    run, and tools.
+    """What a step receives: the job's input, earlier outputs, the last approval on its
+    job's way to it, and tools.
 
     ``log(kind, message, data=None)`` writes a job log line at once (progress shows
     while the step runs); ``checkpoint(type, title, data=None, expires_in=None)``

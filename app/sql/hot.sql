@@ -44,9 +44,9 @@ SELECT caller.id AS user_id, caller.name AS user_name, caller.is_admin,
 -- lapsed) in one statement: the guarded UPDATE, the attempt's ledger row, other running
 -- attempts of the step marked lost, the dispatch intent that brought the step here
 -- dropped; and what the step needs: the job, what earlier steps returned (each step's
--- latest successful attempt) and the approval that let this step run (the latest on a
--- checkpoint that resumes at this step, so a retry after a later rejection still sees an
--- earlier approver's edit). No row: it is not this step's turn.
+-- latest successful attempt) and the last approval on the job's way to this step (on a
+-- checkpoint resuming at this step or at one that succeeded), so a retry after a later
+-- rejection still sees an earlier approver's edit. No row: it is not this step's turn.
 WITH claimed AS (
     UPDATE jobs
        SET status = :status,
@@ -94,7 +94,10 @@ SELECT claimed.job_type, claimed.step_attempts, claimed.task_description, claime
           FROM decisions d
           JOIN checkpoints c ON c.id = d.checkpoint_id
           LEFT JOIN users u ON u.id = d.user_id
-         WHERE c.job_id = :job_id AND c.resume_step = :step AND d.outcome = :approved
+         WHERE c.job_id = :job_id AND d.outcome = :approved
+           AND (c.resume_step = :step
+                OR c.resume_step IN (SELECT step FROM job_steps
+                                      WHERE job_id = :job_id AND status = 'succeeded'))
          ORDER BY d.created_at DESC
          LIMIT 1) AS decision
   FROM claimed, attempt
