@@ -2,8 +2,8 @@
 
 Every error answers ``{"success": false, "error": {"code", "message", "details"}}``:
 agentq's own errors (``app.errors``), validation errors (422, the message naming
-each field), malformed JSON (400), bodies over the limit (413), and Flask's own
-404 and 405.
+each field), malformed JSON (400), bodies over the limit (413, saying the limit),
+bodies that are not JSON (415, ``app.api.blueprint``), and Flask's own 404 and 405.
 """
 
 from __future__ import annotations
@@ -11,35 +11,21 @@ from __future__ import annotations
 import flask_smorest
 import swagger_ui_bundle
 from flask import Flask
+from flask import current_app
 from flask import jsonify
 from flask import render_template
 from flask import request
 from flask import send_from_directory
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import AgentqError
 from app.errors import AlreadyDecided
 from app.extensions import db
 from app.schemas import CheckpointSchema
 from app.schemas import ErrorEnvelopeSchema
-
-
-def _flatten(messages, prefix: str = "") -> dict[str, list[str]]:
-    """Nested messages keyed by dotted path: ``{"inputData.files.0.path": [...]}``."""
-    flat: dict[str, list[str]] = {}
-    if isinstance(messages, dict):
-        for key, value in messages.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            flat.update(_flatten(value, name))
-    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        flat[prefix or "body"] = messages
-    elif isinstance(messages, list):
-        for value in messages:
-            flat.update(_flatten(value, prefix))
-    else:
-        flat[prefix or "body"] = [str(messages)]
-    return flat
+from app.schemas import flatten_messages
 
 
 def error_response(status: int, code: str, message: str, details=None, headers=None):
@@ -59,6 +45,11 @@ class Api(flask_smorest.Api):
 
     def handle_http_exception(self, error: HTTPException):
         db.session.rollback()
+        if isinstance(error, RequestEntityTooLarge):
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            error = RequestEntityTooLarge(
+                f"The request body is larger than the limit of {limit} bytes (MAX_BODY_BYTES)."
+            )
         if request.path.startswith("/admin"):
             return admin_error_page(error)
         data = getattr(error, "data", None) or {}
@@ -67,7 +58,7 @@ class Api(flask_smorest.Api):
         if messages and error.code == 422:
             fields = {}
             for location_messages in messages.values():
-                fields.update(_flatten(location_messages))
+                fields.update(flatten_messages(location_messages))
             text = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in fields.items())
             return error_response(
                 422, "validation_error", f"Invalid request: {text}", fields, headers
@@ -75,7 +66,7 @@ class Api(flask_smorest.Api):
         if messages:
             fields = {}
             for location_messages in messages.values():
-                fields.update(_flatten(location_messages))
+                fields.update(flatten_messages(location_messages))
             text = "; ".join(" ".join(msgs) for msgs in fields.values())
             return error_response(error.code, _code(error), text, fields, headers)
         message = data.get("message") or error.description or error.name
@@ -97,6 +88,24 @@ def admin_error_page(error: HTTPException):
 
 def _code(error: HTTPException) -> str:
     return (error.name or "error").lower().replace(" ", "_")
+
+
+def read_chunked_body() -> None:
+    """Read a chunked body (no Content-Length) whole, up to the limit, before the view.
+
+    Werkzeug stops reading such a body at ``MAX_CONTENT_LENGTH`` without a word, so the
+    view would get it cut short (a 400 "Invalid JSON body" for JSON); a body with one byte
+    more than the limit is a 413, as a Content-Length over the limit is.
+
+    :raise 413: when the body is larger than ``MAX_CONTENT_LENGTH``.
+    """
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if request.content_length is not None or not chunked:
+        return
+    limit = request.max_content_length
+    body = request.get_data(cache=True)
+    if limit is not None and len(body) >= limit and request.input_stream.read(1):
+        raise RequestEntityTooLarge()
 
 
 def handle_recursion_error(error: RecursionError):
@@ -131,6 +140,7 @@ def init_app(app: Flask) -> None:
         api.register_blueprint(blp)
     app.register_error_handler(AgentqError, handle_agentq_error)
     app.register_error_handler(RecursionError, handle_recursion_error)
+    app.before_request(read_chunked_body)
 
     @app.get("/api/docs/static/<path:filename>")
     def swagger_static(filename: str):
