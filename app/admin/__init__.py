@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import Flask
 from flask import abort
+from flask import g
 from flask import has_request_context
 from flask import request
 from flask.sessions import SecureCookieSessionInterface
@@ -102,7 +103,10 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def navigation():
         """The pending-checkpoint count for the navigation badge of every admin page."""
-        if not is_admin_page() or not current_user.is_authenticated:
+        # On the 503 page of an unavailable database, who is signed in cannot be read.
+        if not is_admin_page() or g.get("database_unavailable"):
+            return {}
+        if not current_user.is_authenticated:
             return {}
         return {"pending_count": queries.pending_checkpoint_count()}
 

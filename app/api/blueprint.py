@@ -1,7 +1,9 @@
 """The API's Blueprint: flask-smorest's, reading request bodies as JSON only.
 
 Besides the 422 of their arguments, the OpenAPI document of its views lists the 413
-and 415 a JSON body may get.
+and 415 a JSON body may get, and the 503 every view answers while the database is
+unavailable (``app.api.handle_database_error``); the health probes, which report the
+database's state themselves, use flask-smorest's Blueprint.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from webargs.flaskparser import is_json_request
 
 #: What a body that is not JSON is told (415).
 SEND_JSON = "Send the body as JSON, with the header Content-Type: application/json."
+#: The OpenAPI response of a view while the database is unavailable (``app.api.init_app``).
+DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
 
 
 class JsonParser(FlaskParser):
@@ -50,6 +54,10 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = JsonParser()
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._prepare_doc_cbks.append(self._prepare_unavailable_doc)
+
     def arguments(self, schema, *, location: str = "json", **kwargs):
         """flask-smorest's ``arguments``; a JSON body may also get 413 and 415."""
         decorator = super().arguments(schema, location=location, **kwargs)
@@ -64,3 +72,8 @@ class Blueprint(flask_smorest.Blueprint):
             return view
 
         return documented
+
+    @staticmethod
+    def _prepare_unavailable_doc(doc: dict, _doc_info: dict, **_kwargs) -> dict:
+        doc.setdefault("responses", {}).setdefault(503, DATABASE_UNAVAILABLE)
+        return doc

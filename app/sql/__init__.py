@@ -132,6 +132,32 @@ def run_one(name: str, /, **params: Any):
     return rows[0] if rows else None
 
 
+#: SQLSTATEs of a server that cannot serve now: too many connections, shutting down,
+#: starting up (connection exceptions, class 08, are checked by their class).
+UNAVAILABLE_SQLSTATES = {"53300", "57P01", "57P02", "57P03"}
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot be reached, rather than what a statement did.
+
+    A refused or lost connection (libpq's errors carry no SQLSTATE), a connection
+    SQLAlchemy invalidated, a server shutting down or starting, and a pool with no free
+    connection in time; not a deadlock or a statement timeout, which are statements' errors.
+    """
+    if isinstance(error, sa.exc.TimeoutError):
+        return True
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    if isinstance(error, psycopg2.OperationalError):
+        code = error.pgcode
+        return code is None or code.startswith("08") or code in UNAVAILABLE_SQLSTATES
+    return False
+
+
 @sa.event.listens_for(Pool, "checkin")
 def _idle_since(_dbapi_connection, record) -> None:
     record.info["idle_since"] = time.monotonic()

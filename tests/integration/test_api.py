@@ -673,7 +673,11 @@ def test_the_openapi_document_lists_every_endpoint(client):
     } <= set(spec["paths"])
     assert {"get", "post"} <= set(spec["paths"]["/api/agent-jobs"])
     assert {"get", "patch"} <= set(spec["paths"]["/api/agent-jobs/{job_id}"])
-    assert {"413", "415", "422"} <= set(spec["paths"]["/api/agent-jobs"]["post"]["responses"])
+    responses = spec["paths"]["/api/agent-jobs"]["post"]["responses"]
+    assert {"413", "415", "422", "503"} <= set(responses)
+    unavailable = spec["components"]["responses"][responses["503"]["$ref"].rsplit("/", 1)[1]]
+    assert "Retry-After" in unavailable["headers"]
+    assert "503" not in spec["paths"]["/api/health"]["get"]["responses"]
 
 
 def test_the_docs_page_loads_its_assets_from_the_app(client):
