@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from marshmallow import Schema
 from marshmallow import ValidationError
 from marshmallow import fields
@@ -20,28 +23,49 @@ MAX_JSON_DEPTH = 64
 
 
 def storable(value) -> None:
-    """Check that Postgres can store every string in ``value``, and that it is not too deep.
+    """Check that Postgres can store ``value``: its strings, its numbers and its depth.
 
     Postgres text and jsonb hold neither NUL characters nor unpaired surrogates, and
-    psycopg2 fails on them (a 500) instead of refusing them.
+    jsonb holds no NaN or infinity (Python's JSON reads ``NaN``, ``Infinity`` and
+    ``1e400`` as floats); psycopg2 or Postgres would fail on them (a 500) instead of
+    refusing them. A problem inside a list or an object is reported at its place:
+    ``{"files": {0: {"content": [...]}}}``, which the API shows as ``files.0.content``.
 
-    :raises ValidationError: saying what is wrong.
+    :raises ValidationError: saying what is wrong, and where.
     """
-    stack = [(value, 0)]
+    stack: list[tuple[Any, tuple]] = [(value, ())]
     while stack:
-        item, depth = stack.pop()
+        item, path = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise ValidationError("Must not contain NUL characters.")
-            try:
-                item.encode()
-            except UnicodeEncodeError:
-                raise ValidationError("Must not contain unpaired surrogates.") from None
+            _check_text(item, path)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise _at(path, "Must be a finite number: NaN, Infinity and 1e400 are not JSON.")
         elif isinstance(item, dict | list):
-            if depth >= MAX_JSON_DEPTH:
-                raise ValidationError(f"Must not be nested more than {MAX_JSON_DEPTH} levels deep.")
-            children = [*item, *item.values()] if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+            if len(path) >= MAX_JSON_DEPTH:
+                raise _at(path, f"Must not be nested more than {MAX_JSON_DEPTH} levels deep.")
+            if isinstance(item, dict):
+                for key in item:
+                    _check_text(key, path, "Keys must")
+            children = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend((child, (*path, key)) for key, child in children)
+
+
+def _check_text(text: str, path: tuple, subject: str = "Must") -> None:
+    """:raises ValidationError: at ``path`` for a NUL character or an unpaired surrogate."""
+    if "\x00" in text:
+        raise _at(path, f"{subject} not contain NUL characters.")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise _at(path, f"{subject} not contain unpaired surrogates.") from None
+
+
+def _at(path: tuple, message: str) -> ValidationError:
+    """A ValidationError whose messages nest ``message`` under ``path``."""
+    messages: Any = [message]
+    for key in reversed(path):
+        messages = {key: messages}
+    return ValidationError(messages)
 
 
 def camel(name: str) -> str:

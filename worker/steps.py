@@ -90,7 +90,7 @@ def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
             lease_seconds=app.config["STEP_LEASE_SECONDS"],
         )
     except Exception as exc:
-        if not sql.unavailable(exc):
+        if not sql.database_unavailable(exc):
             raise
         raise _claim_later(task, step, job_id, exc) from exc
     if claim is None:

@@ -8,12 +8,16 @@ security headers; JavaScript only adds live updates, so every action works witho
 from __future__ import annotations
 
 from flask import Flask
+from flask import abort
+from flask import g
 from flask import has_request_context
 from flask import request
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager
 from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
+from marshmallow import Schema
+from marshmallow import ValidationError
 
 from app import queries
 from app.extensions import db
@@ -48,6 +52,19 @@ class SessionInterface(SecureCookieSessionInterface):
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
     return db.session.get(User, user_id)
+
+
+def page_filters(schema: Schema, names: tuple[str, ...]) -> dict:
+    """The query arguments ``names`` that are set, loaded with the API's ``schema``.
+
+    :raise 400: naming each argument the schema refuses.
+    """
+    raw = {name: request.args[name] for name in names if request.args.get(name)}
+    try:
+        return schema.load(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in exc.messages.items())
+        abort(400, description=f"Not a filter of this page: {problems}")
 
 
 def is_admin_page() -> bool:
@@ -86,7 +103,10 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def navigation():
         """The pending-checkpoint count for the navigation badge of every admin page."""
-        if not is_admin_page() or not current_user.is_authenticated:
+        # On the 503 page of an unavailable database, who is signed in cannot be read.
+        if not is_admin_page() or g.get("database_unavailable"):
+            return {}
+        if not current_user.is_authenticated:
             return {}
         return {"pending_count": queries.pending_checkpoint_count()}
 

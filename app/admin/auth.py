@@ -20,16 +20,19 @@ from flask_login import login_required
 from flask_login import login_user
 from flask_login import logout_user
 from flask_wtf import FlaskForm
+from marshmallow import ValidationError as SchemaError
 from werkzeug.security import check_password_hash
 from wtforms import PasswordField
 from wtforms import StringField
 from wtforms.validators import DataRequired
+from wtforms.validators import ValidationError
 
 from app import limits
 from app.extensions import db
 from app.limits import logins_per_address
 from app.limits import logins_per_name
 from app.models import User
+from app.schemas import storable
 
 bp = Blueprint(
     "admin_auth",
@@ -44,8 +47,16 @@ bp = Blueprint(
 _DUMMY_HASH = "scrypt:32768:8:1$0000000000000000$" + "0" * 128
 
 
+def storable_text(_form: FlaskForm, field) -> None:
+    """A form field Postgres can store, by the API's rule (``app.schemas.storable``)."""
+    try:
+        storable(field.data)
+    except SchemaError as exc:
+        raise ValidationError(" ".join(exc.messages)) from None
+
+
 class LoginForm(FlaskForm):
-    name = StringField("User name", validators=[DataRequired()])
+    name = StringField("User name", validators=[DataRequired(), storable_text])
     password = PasswordField("Password", validators=[DataRequired()])
 
 
@@ -87,7 +98,7 @@ def login():
             login_user(user)
             return redirect(_safe_next(request.args.get("next")))
         flash("Wrong user name or password.", "error")
-    return render_template("admin/login.html", form=form)
+    return render_template("admin/login.html", form=form), 422 if form.errors else 200
 
 
 @bp.errorhandler(RateLimitExceeded)

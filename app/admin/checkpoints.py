@@ -15,11 +15,13 @@ from flask import render_template
 from flask import request
 from flask import url_for
 from flask_login import current_user
+from marshmallow import ValidationError
 
 from app import logs
 from app import queries
 from app import sentry
 from app import state
+from app.admin import page_filters
 from app.admin.auth import admin_required
 from app.admin.diffs import edit_diffs
 from app.admin.diffs import file_diff
@@ -32,10 +34,14 @@ from app.errors import AgentqError
 from app.errors import AlreadyDecided
 from app.errors import InvalidEdit
 from app.errors import InvalidTransition
+from app.errors import field_messages
 from app.extensions import db
 from app.limits import page_decisions
 from app.models import Checkpoint
 from app.models import Job
+from app.schemas import ApprovalSchema
+from app.schemas import CheckpointListArgs
+from app.schemas import RejectionSchema
 from handlers.registry import registry
 from handlers.workspace import Workspace
 
@@ -172,6 +178,23 @@ def _edited_files(checkpoint: Checkpoint) -> dict | None:
     return {"files": edited} if changed else None
 
 
+def _form_errors(error: ValidationError, fields: dict[str, str]) -> dict[str, str]:
+    """The schema's messages by the id of the form field they are about.
+
+    ``fields`` maps a message's dotted name, or the start of it, to a field id:
+    ``{"data.files": "file"}`` puts ``data.files.0.content`` on ``file-0``.
+    """
+    errors = {}
+    for name, messages in field_messages(error.messages).items():
+        for prefix, field in fields.items():
+            if name == prefix:
+                errors[field] = " ".join(messages)
+            elif name.startswith(f"{prefix}."):
+                index = name[len(prefix) + 1 :].split(".")[0]
+                errors[f"{field}-{index}"] = " ".join(messages)
+    return errors
+
+
 def _decided_first(checkpoint: Checkpoint) -> str:
     """What a reviewer who came second is told: who decided first, and what."""
     decision = checkpoint.decision
@@ -212,8 +235,8 @@ def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, **decision: Any):
 @admin_required
 def index():
     """Pending checkpoints, oldest first, optionally of one job type."""
-    job_type = request.args.get("jobType") or None
-    cursor = request.args.get("cursor") or None
+    args = page_filters(CheckpointListArgs(), ("jobType", "cursor"))
+    job_type, cursor = args.get("job_type"), args.get("cursor")
     rows, next_cursor = _pending(job_type, cursor)
     return render_template(
         "admin/checkpoints.html",
@@ -232,7 +255,8 @@ def live():
     count = queries.pending_checkpoint_count()
     if request.args.get("countOnly"):
         return {"count": count}
-    rows, next_cursor = _pending(request.args.get("jobType") or None, request.args.get("cursor"))
+    args = page_filters(CheckpointListArgs(), ("jobType", "cursor"))
+    rows, next_cursor = _pending(args.get("job_type"), args.get("cursor"))
     return {"count": count, "checkpoints": [_row(c) for c in rows], "more": bool(next_cursor)}
 
 
@@ -250,8 +274,12 @@ def approve(checkpoint_id: uuid.UUID):
     """Approve, with an optional comment and, for proposed files, the reviewer's edits."""
     checkpoint = _get_checkpoint(checkpoint_id)
     comment = request.form.get("comment", "").strip() or None
-    edited = _edited_files(checkpoint)
-    return _decide(checkpoint_id, state.Outcome.APPROVED, reason=comment, data=edited)
+    try:
+        decision = ApprovalSchema().load({"reason": comment, "data": _edited_files(checkpoint)})
+    except ValidationError as exc:
+        errors = _form_errors(exc, {"reason": "approve-comment", "data.files": "file"})
+        return _render_detail(checkpoint, errors=errors, status=422)
+    return _decide(checkpoint_id, state.Outcome.APPROVED, **decision)
 
 
 @bp.post("/<uuid:checkpoint_id>/reject")
@@ -261,6 +289,11 @@ def reject(checkpoint_id: uuid.UUID):
     """Reject with a reason (required): the job fails with it."""
     reason = request.form.get("reason", "").strip()
     if not reason:
-        errors = {"reason": "Say why: the reason is recorded and the job fails with it."}
+        errors = {"reject-reason": "Say why: the reason is recorded and the job fails with it."}
         return _render_detail(_get_checkpoint(checkpoint_id), errors=errors, status=422)
-    return _decide(checkpoint_id, state.Outcome.REJECTED, reason=reason)
+    try:
+        decision = RejectionSchema().load({"reason": reason})
+    except ValidationError as exc:
+        errors = _form_errors(exc, {"reason": "reject-reason"})
+        return _render_detail(_get_checkpoint(checkpoint_id), errors=errors, status=422)
+    return _decide(checkpoint_id, state.Outcome.REJECTED, **decision)

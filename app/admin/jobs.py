@@ -16,10 +16,10 @@ from flask import render_template
 from flask import request
 from flask import url_for
 from flask_login import current_user
-from marshmallow import ValidationError
 
 from app import queries
 from app import state
+from app.admin import page_filters
 from app.admin.auth import admin_required
 from app.admin.diffs import FileDiff
 from app.admin.diffs import edit_diffs
@@ -84,12 +84,7 @@ def timeline(logs: list, checkpoints: list[Checkpoint]) -> list[Entry]:
 @admin_required
 def index():
     """Jobs, newest first, filtered by status and job type, a page at a time."""
-    raw = {k: request.args[k] for k in ("status", "jobType", "cursor") if request.args.get(k)}
-    try:
-        args = JobListArgs().load(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.messages.items())
-        abort(400, description=f"Not a filter of this page: {problems}")
+    args = page_filters(JobListArgs(), ("status", "jobType", "cursor"))
     stmt = queries.jobs(user_id=None, status=args.get("status"), job_type=args.get("job_type"))
     jobs, cursor = keyset_page(
         stmt, Job, cursor=args.get("cursor"), limit=PAGE_SIZE, descending=True
@@ -97,7 +92,7 @@ def index():
     waiting = db.session.scalars(
         queries.pending_checkpoints().where(Checkpoint.job_id.in_([job.id for job in jobs]))
     ).unique()
-    filters = {k: v for k, v in raw.items() if k != "cursor"}
+    filters = {k: request.args[k] for k in ("status", "jobType") if request.args.get(k)}
     # A job type no handler serves any more can still be filtered on.
     job_types = sorted({*registry.names(), filters.get("jobType")} - {None})
     return render_template(
@@ -106,7 +101,7 @@ def index():
         next_cursor=cursor,
         pending={c.job_id: c for c in waiting},
         filters=filters,
-        paged="cursor" in raw,
+        paged="cursor" in args,
         statuses=[s.value for s in state.JobStatus],
         job_types=job_types,
     )

@@ -7,12 +7,12 @@ import uuid
 from flask import g
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app import logs
 from app import queries
 from app import sentry
 from app import state
+from app.api.blueprint import Blueprint
 from app.api.paging import decode_cursor
 from app.api.paging import page_of
 from app.auth import BEARER

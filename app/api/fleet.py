@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema
 from marshmallow import fields
 
+from app.api.blueprint import Blueprint
 from app.auth import BEARER
 from app.auth import current_user
 from app.auth import login_required

@@ -8,13 +8,13 @@ import uuid
 from flask import g
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from flask_smorest import abort
 
 from app import logs
 from app import queries
 from app import sentry
 from app import state
+from app.api.blueprint import Blueprint
 from app.api.paging import keyset_page
 from app.auth import BEARER
 from app.auth import current_user

@@ -126,30 +126,36 @@ def run(name: str, /, **params: Any) -> list:
     raise AssertionError("unreachable")
 
 
-#: Postgres error codes of a server that cannot serve now: shutting down, crashed, starting.
-_UNAVAILABLE_CODES = {"57P01", "57P02", "57P03"}
-
-
-def unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the database cannot be reached now (down, restarting, refusing
-    connections, the connection dropped) rather than anything about the statement: what
-    was asked may succeed later, unchanged."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        exc = exc.orig
-    if isinstance(exc, psycopg2.InterfaceError):
-        return True
-    if isinstance(exc, psycopg2.OperationalError):
-        code = exc.pgcode
-        return code is None or code.startswith("08") or code in _UNAVAILABLE_CODES
-    return False
-
-
 def run_one(name: str, /, **params: Any):
     """:func:`run` for a statement that returns at most one row: the row, or None."""
     rows = run(name, **params)
     return rows[0] if rows else None
+
+
+#: SQLSTATEs of a server that cannot serve now: too many connections, shutting down,
+#: starting up (connection exceptions, class 08, are checked by their class).
+UNAVAILABLE_SQLSTATES = {"53300", "57P01", "57P02", "57P03"}
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot be reached, rather than what a statement did.
+
+    A refused or lost connection (libpq's errors carry no SQLSTATE), a connection
+    SQLAlchemy invalidated, a server shutting down or starting, and a pool with no free
+    connection in time; not a deadlock or a statement timeout, which are statements' errors.
+    """
+    if isinstance(error, sa.exc.TimeoutError):
+        return True
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    if isinstance(error, psycopg2.OperationalError):
+        code = error.pgcode
+        return code is None or code.startswith("08") or code in UNAVAILABLE_SQLSTATES
+    return False
 
 
 @sa.event.listens_for(Pool, "checkin")

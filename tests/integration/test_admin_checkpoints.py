@@ -244,3 +244,55 @@ def test_every_decision_on_the_pages_is_counted(app, client, reviewer, user, cap
         "agentq_checkpoint_wait_seconds_count rejected": 1,
     }
     assert "metrics: recording" not in caplog.text
+
+
+# -- Input Postgres cannot store: a form error or a 400 page, never a 500 -------------------
+
+
+def test_a_user_name_with_a_nul_character_is_a_form_error(app, client, admin):
+    """Given the login form, when a visitor signs in with a NUL character in the user
+    name, then the form answers 422 naming the user name, and nobody is signed in."""
+    token = csrf_token(client.get("/admin/login").get_data(as_text=True))
+
+    response = client.post(
+        "/admin/login", data={"name": "ad\x00min", "password": "x", "csrf_token": token}
+    )
+
+    assert response.status_code == 422
+    assert re.search(r"field-error[^>]*>User name: [^<]*NUL", response.get_data(as_text=True))
+    assert client.get("/admin/agent-checkpoints").status_code == 302
+
+
+@pytest.mark.parametrize("path", ["/admin/agent-checkpoints", "/admin/agent-checkpoints/live.json"])
+def test_a_job_type_filter_with_a_nul_character_is_a_400_page(client, reviewer, path):
+    """Given a signed-in admin, when they filter the pending list by a jobType holding a
+    NUL character, then the page answers 400 naming jobType."""
+    response = client.get(path, query_string={"jobType": "simple\x00task"})
+
+    assert response.status_code == 400
+    assert "jobType" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("action", "form", "field"),
+    [
+        ("approve", {"comment": "fine\x00"}, "approve-comment"),
+        ("approve", {"file-0": "x = 1\x00\n", "file-1": FILES[1]["content"]}, "file-0"),
+        ("reject", {"reason": "no\x00"}, "reject-reason"),
+    ],
+    ids=["approve-comment", "edited-file", "reject-reason"],
+)
+def test_a_decision_with_a_nul_character_is_a_form_error(
+    app, client, reviewer, user, action, form, field
+):
+    """Given a pending code-generation checkpoint, when an admin approves it with a NUL
+    character in the comment or an edited file, or rejects it with one in the reason,
+    then the page answers 422 with the error beside that field, and nothing is decided."""
+    checkpoint_id = park(app, user)
+
+    response = post(client, f"/admin/agent-checkpoints/{checkpoint_id}/{action}", **form)
+
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert re.search(rf'id="{field}-error" class="field-error"[^>]*>[^<]*NUL', page), page
+    assert stored(app, checkpoint_id) == ("PENDING", None, "WAITING_APPROVAL")

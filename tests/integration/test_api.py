@@ -6,12 +6,16 @@ changes nothing in the database.
 """
 
 import base64
+import io
+import json
 import re
 import uuid
 
 import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.admin_pages import park
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("jobs_stay_pending")]
 
@@ -40,6 +44,15 @@ def error_of(response, status: int) -> dict:
     assert set(body["error"]) == {"code", "message", "details"}, body
     assert body["error"]["code"] and body["error"]["message"], body
     return body["error"]
+
+
+def parked_job(app, checkpoint_id: str) -> str:
+    """The id of the job the checkpoint belongs to."""
+    from app.extensions import db
+    from app.models import Checkpoint
+
+    with app.app_context():
+        return str(db.session.get(Checkpoint, uuid.UUID(checkpoint_id)).job_id)
 
 
 def valid_job(**changes) -> dict:
@@ -151,6 +164,89 @@ def test_bad_job_input_is_refused_naming_the_field(app, user, body, status, name
     assert rows(app) == {"jobs": 0, "outbox": 0}
 
 
+@pytest.mark.parametrize(
+    "literal",
+    ["NaN", "Infinity", "-Infinity", "1e400"],
+)
+def test_a_number_json_cannot_store_is_a_422_naming_where_it_is(app, user, literal):
+    """Given a user, when they POST inputData holding NaN, an infinity or a number too
+    large for a double (Python's JSON reads them, Postgres's jsonb does not), then they get
+    422 naming the value's place in inputData, and nothing is written."""
+    body = '{"jobType": "simple-task", "taskDescription": "x", "inputData": {"n": [1, %s]}}'
+
+    response = user.request(
+        "POST", "/api/agent-jobs", data=body % literal, content_type="application/json"
+    )
+
+    assert "inputData.n.1" in error_of(response, 422)["message"]
+    assert rows(app) == {"jobs": 0, "outbox": 0}
+
+
+def test_an_integer_longer_than_python_reads_is_a_400(app, user):
+    """Given a user, when they POST an integer of 5,000 digits (beyond the digits Python
+    converts), then they get 400 Invalid JSON, not a 500, and nothing is written."""
+    body = '{"jobType": "simple-task", "taskDescription": "x", "inputData": {"n": 1%s}}'
+
+    response = user.request(
+        "POST", "/api/agent-jobs", data=body % ("0" * 5000), content_type="application/json"
+    )
+
+    assert "json" in error_of(response, 400)["message"].lower()
+    assert rows(app) == {"jobs": 0, "outbox": 0}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type"),
+    [
+        (
+            "POST",
+            "/api/agent-jobs",
+            "jobType=simple-task&taskDescription=x",
+            "application/x-www-form-urlencoded",
+        ),
+        ("POST", "/api/agent-jobs", '{"jobType": "simple-task"}', "text/plain"),
+        ("POST", "/api/agent-jobs", '{"jobType": "simple-task"}', None),
+        ("DELETE", f"/api/admin/agent-checkpoints/{uuid.uuid4()}", "reason=no", "text/plain"),
+        ("PATCH", f"/api/agent-jobs/{uuid.uuid4()}", "action=cancel", "multipart/form-data"),
+    ],
+    ids=["form", "text", "no-content-type", "reject-text", "patch-multipart"],
+)
+def test_a_body_that_is_not_json_is_a_415_asking_for_json(
+    app, admin, method, path, body, content_type
+):
+    """Given an admin, when they send a body to a JSON endpoint with a Content-Type that
+    is not JSON (or none), then they get 415 telling them to send JSON, not a 422 about
+    missing fields, and nothing is written."""
+    headers = {"Content-Type": content_type} if content_type else {}
+
+    response = admin.request(method, path, data=body, headers=headers)
+
+    error = error_of(response, 415)
+    assert "application/json" in error["message"], error
+    assert rows(app) == {"jobs": 0, "outbox": 0}
+
+
+@pytest.mark.parametrize("literal", ["NaN", "-Infinity", "1e400"])
+def test_approval_data_json_cannot_store_is_a_422_and_decides_nothing(app, user, admin, literal):
+    """Given a pending checkpoint, when an admin approves it with data holding a number
+    Postgres's jsonb cannot store, then they get 422 naming its place in data, and the
+    checkpoint stays pending with no decision."""
+    checkpoint_id = park(app, user)
+    body = '{"data": {"files": [{"path": "a.py", "content": "", "size": SIZE}]}}'
+
+    response = admin.request(
+        "POST",
+        f"/api/admin/agent-checkpoints/{checkpoint_id}",
+        data=body.replace("SIZE", literal),
+        content_type="application/json",
+    )
+
+    assert "data.files.0.size" in error_of(response, 422)["message"]
+    checkpoint = user.request("GET", f"/api/agent-jobs/{parked_job(app, checkpoint_id)}")
+    [stored] = checkpoint.get_json()["job"]["checkpoints"]
+    assert (stored["status"], stored["decision"]) == ("PENDING", None)
+
+
 def test_malformed_json_is_a_400(app, user):
     """Given a user, when they POST a truncated JSON document, then they get 400 with
     the error body, and nothing is written."""
@@ -171,8 +267,45 @@ def test_body_over_the_limit_is_a_413(app, user):
 
     response = user.request("POST", "/api/agent-jobs", json=body)
 
-    error_of(response, 413)
+    assert f"{limit} bytes" in error_of(response, 413)["message"]
     assert rows(app) == {"jobs": 0, "outbox": 0}
+
+
+def test_a_chunked_body_over_the_limit_is_a_413(app, user):
+    """Given the configured body limit, when a user POSTs a valid job larger than it as
+    a chunked body (no Content-Length, as gunicorn passes it on), then they get 413
+    saying the limit, not 400 about a JSON body cut at the limit, and nothing is
+    written."""
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    body = json.dumps(valid_job(inputData={"blob": "x" * (limit + 1)})).encode()
+
+    response = user.request(
+        "POST",
+        "/api/agent-jobs",
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert f"{limit} bytes" in error_of(response, 413)["message"]
+    assert rows(app) == {"jobs": 0, "outbox": 0}
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(app, user):
+    """Given a chunked body (no Content-Length) under the limit, when a user POSTs a
+    valid job with it, then the job is created."""
+    body = json.dumps(valid_job(inputData={"blob": "x" * 1000})).encode()
+
+    response = user.request(
+        "POST",
+        "/api/agent-jobs",
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["job"]["inputData"] == {"blob": "x" * 1000}
 
 
 def test_json_nested_deeper_than_the_parser_goes_is_a_400(app, user):
@@ -554,6 +687,11 @@ def test_the_openapi_document_lists_every_endpoint(client):
     } <= set(spec["paths"])
     assert {"get", "post"} <= set(spec["paths"]["/api/agent-jobs"])
     assert {"get", "patch"} <= set(spec["paths"]["/api/agent-jobs/{job_id}"])
+    responses = spec["paths"]["/api/agent-jobs"]["post"]["responses"]
+    assert {"413", "415", "422", "503"} <= set(responses)
+    unavailable = spec["components"]["responses"][responses["503"]["$ref"].rsplit("/", 1)[1]]
+    assert "Retry-After" in unavailable["headers"]
+    assert "503" not in spec["paths"]["/api/health"]["get"]["responses"]
 
 
 def test_the_docs_page_loads_its_assets_from_the_app(client):
