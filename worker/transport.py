@@ -13,6 +13,7 @@ takes about a millisecond of CPU to build one. The channel keeps one per pool in
 
 from __future__ import annotations
 
+import redis as redis_py
 from kombu.transport import redis
 
 from app.config import MAX_PRIORITY
@@ -21,6 +22,17 @@ from app.config import MAX_PRIORITY
 class Channel(redis.Channel):
     max_priority = MAX_PRIORITY
     _kept_client = None
+
+    def _connparams(self, asynchronous=False):
+        # When Redis goes away, Celery collects the lost connection (which detaches the
+        # transport from it: ``client`` None) and then closes it; closing the channel again
+        # tries to put back the messages it had taken, and kombu would read the detached
+        # client's host for a new pool: an AttributeError that no one ignores, and the
+        # worker exited ("Unrecoverable error"). Say what it is, a lost connection, which
+        # the close ignores; the messages come back once Redis does (visibility timeout).
+        if self.connection.client is None:
+            raise redis_py.ConnectionError("the connection to Redis was lost and closed")
+        return super()._connparams(asynchronous=asynchronous)
 
     def _create_client(self, asynchronous=False):
         if asynchronous:

@@ -1,5 +1,6 @@
 """Recovery: a worker killed mid-step, and a broker that is down when a job is submitted."""
 
+import threading
 import time
 import uuid
 
@@ -128,3 +129,46 @@ def test_steps_taken_while_postgres_is_down_run_when_it_is_back(app, servers, ce
         assert "the database is unreachable" in worker.output()
     finally:
         worker.stop()
+
+
+def test_a_busy_worker_outlives_redis_restarts(app, servers, worker, user, monkeypatch):
+    """Given a stream of jobs, when Redis restarts three times while the worker runs their
+    steps, then the worker reconnects each time and stays up (no "Unrecoverable error" from
+    putting back the messages it held), and every job completes."""
+    if servers.redis is None:
+        pytest.skip("Redis comes from REDIS_URL (external): the test cannot stop and start it")
+    monkeypatch.setitem(app.config, "RATE_LIMIT_JOBS", "")  # as fast as the client goes
+    jobs: list[str] = []
+    stop = threading.Event()
+
+    def submit() -> None:
+        client = app.test_client()
+        while not stop.is_set():
+            response = client.post(
+                "/api/agent-jobs",
+                json={"jobType": "simple-task", "taskDescription": "stream", "inputData": {}},
+                headers=user.headers(),
+            )
+            assert response.status_code == 201, response.get_json()
+            jobs.append(response.get_json()["job"]["id"])
+
+    feeder = threading.Thread(target=submit, name="feeder")
+    feeder.start()
+    try:
+        for _restart in range(3):
+            time.sleep(1.0)
+            servers.redis.stop()
+            time.sleep(1.0)
+            servers.redis.start()
+    finally:
+        stop.set()
+        feeder.join(30)
+        if not servers.redis.is_running():
+            servers.redis.start()
+
+    assert worker.running(), worker.output()[-3000:]
+    for job_id in jobs:
+        done = user.wait_for(job_id, "COMPLETED", "FAILED", timeout=120)
+        assert done["status"] == "COMPLETED", done["error"]
+    assert "Unrecoverable error" not in worker.output()
+    assert len(jobs) > 50
