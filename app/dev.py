@@ -31,6 +31,12 @@ from app.config import local_secret_key
 STOP_TIMEOUT = 30
 
 
+#: A process that exits more often than this within ``RESTART_WINDOW`` seconds is not
+#: started again: agentq dev stops.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
 class Stop(BaseException):
     """Raised by the signal handler; BaseException so no ``except Exception`` swallows it."""
 
@@ -146,16 +152,16 @@ def run(port: int) -> None:
             )
         )
         admin = _prepare()
-        for name, argv in _processes(port, var).items():
-            # A session of its own: a terminal's Ctrl-C reaches only us, and we stop
-            # the children in order (web first, the worker finishing its steps).
-            children[name] = subprocess.Popen(argv, env=os.environ.copy(), start_new_session=True)
+        processes = _processes(port, var)
+        for name, argv in processes.items():
+            children[name] = _start(argv)
         while not _answers(web_url):
             _check_alive(children)
             time.sleep(0.2)
         click.echo(_banner(web_url, pg.url, redis.url, admin))
+        exits: dict[str, list[float]] = {}
         while True:
-            _check_alive(children)
+            _restart_exited(children, processes, exits)
             time.sleep(0.5)
     except Stop as stop:
         click.echo(f"\n{stop}: stopping agentq ...")
@@ -177,11 +183,46 @@ def _answers(web_url: str) -> bool:
         return False
 
 
+def _start(argv: list[str]) -> subprocess.Popen:
+    # A session of its own: a terminal's Ctrl-C reaches only us, and we stop the children
+    # in order (web first, the worker finishing its steps).
+    return subprocess.Popen(argv, env=os.environ.copy(), start_new_session=True)
+
+
 def _check_alive(children: dict[str, subprocess.Popen]) -> None:
-    """:raises click.ClickException: when one of the processes has exited."""
+    """While starting: a process that exits at once will not do better started again.
+
+    :raises click.ClickException: when one of the processes has exited.
+    """
     for name, proc in children.items():
         if proc.poll() is not None:
             raise click.ClickException(f"{name} exited with code {proc.returncode}; stopping all")
+
+
+def _restart_exited(
+    children: dict[str, subprocess.Popen],
+    processes: dict[str, list[str]],
+    exits: dict[str, list[float]],
+) -> None:
+    """Start again, saying so, each process that exited (a worker that lost its broker, say):
+    one crash does not stop the whole system.
+
+    :raises click.ClickException: when one keeps exiting (``MAX_RESTARTS`` times within
+        ``RESTART_WINDOW`` seconds): something is wrong that a restart does not mend.
+    """
+    now = time.monotonic()
+    for name, proc in children.items():
+        if proc.poll() is None:
+            continue
+        recent = [t for t in exits.get(name, []) if now - t < RESTART_WINDOW] + [now]
+        exits[name] = recent
+        if len(recent) > MAX_RESTARTS:
+            raise click.ClickException(
+                f"{name} exited {len(recent)} times within {RESTART_WINDOW:g}s "
+                f"(last with code {proc.returncode}); stopping all"
+            )
+        click.echo(f"agentq dev: {name} exited with code {proc.returncode}; restarting it")
+        children[name] = _start(processes[name])
 
 
 def _prepare() -> tuple[str, str] | None:

@@ -171,3 +171,33 @@ def test_a_second_dev_in_the_same_project_is_refused(tmp_path):
     finally:
         dev.stop(signal.SIGINT)
     wait_until(lambda: not processes_using(tmp_path), 30, "every process of agentq dev to end")
+
+
+def test_a_crashed_worker_is_restarted_and_said_so(tmp_path):
+    """Given `agentq dev` running, when its worker dies (SIGKILL), then agentq dev says so,
+    starts it again, and a job still runs through: one crash does not stop the system."""
+    dev = Dev(tmp_path, free_port())
+    dev.start()
+    try:
+        worker = next(
+            child
+            for child in psutil.Process(dev.proc.pid).children()
+            if {"celery", "worker"} <= set(child.cmdline()[2:]) and "beat" not in child.cmdline()
+        )
+        worker.kill()
+        wait_until(
+            lambda: (
+                "agentq dev: worker exited with code -9; restarting it" in dev.output.read_text()
+            ),
+            30,
+            "agentq dev to say it restarts the worker",
+        )
+
+        demo = dev.run("demo")
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "Demo complete" in demo.stdout
+        assert dev.proc.poll() is None
+    finally:
+        out = dev.stop(signal.SIGINT)
+    assert "Stopped: web, worker, beat, Redis and Postgres." in out
+    wait_until(lambda: not processes_using(tmp_path), 30, "every process of agentq dev to end")
