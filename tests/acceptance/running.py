@@ -51,9 +51,9 @@ class Gunicorn(Process):
 
 
 class Worker(Process):
-    """``celery -A worker worker`` on both queues, one pool process."""
+    """``celery -A worker worker`` on both queues, ``concurrency`` pool processes."""
 
-    def __init__(self, name: str, env: dict[str, str]) -> None:
+    def __init__(self, name: str, env: dict[str, str], *, concurrency: int = 1) -> None:
         self.hostname = f"test-{uuid.uuid4().hex[:6]}@%h"
         argv = [
             sys.executable,
@@ -67,7 +67,7 @@ class Worker(Process):
             "-Q",
             "agentq.steps,agentq.sweeps",
             "--concurrency",
-            "1",
+            str(concurrency),
             "--without-mingle",
             "--without-gossip",
             "--hostname",
