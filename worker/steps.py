@@ -54,6 +54,9 @@ def register(celery: Celery) -> None:
                 acks_late=True,
                 reject_on_worker_lost=True,
                 ignore_result=True,
+                # Claims retry for as long as the database stays away (retry()'s own
+                # max_retries=None means "the task's default", which is 3).
+                max_retries=None,
             )(_task_body(step))
 
 
@@ -141,7 +144,7 @@ def _claim_later(task: Task, step: Step, job_id: uuid.UUID, exc: Exception) -> R
         str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
         delay,
     )
-    return task.retry(countdown=delay, max_retries=None, exc=exc, throw=False)
+    return task.retry(countdown=delay, exc=exc, throw=False)
 
 
 def _observe_start(claim: state.Claim) -> float:
