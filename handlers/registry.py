@@ -130,13 +130,7 @@ class Step:
 
         :raises marshmallow.ValidationError: naming the fields that are wrong.
         """
-        if self.edits is not None:
-            self._edit_loader.load(data)
-        return data
-
-    @functools.cached_property
-    def _edit_loader(self) -> Schema:
-        return self.edits()
+        return _validated(self.edits, data)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -201,14 +195,23 @@ class Handler:
 
         :raises marshmallow.ValidationError: naming the fields that are wrong.
         """
-        if self.input_schema is not None:
-            self._input_loader.load(data)
-        return data
+        return _validated(self.input_schema, data)
 
-    @functools.cached_property
-    def _input_loader(self) -> Schema:
-        # One instance for every call: building a schema costs more than loading with it.
-        return self.input_schema()
+
+def _validated(schema: type[Schema] | None, data: Any) -> Any:
+    """``data`` unchanged once ``schema`` (if any) loaded it.
+
+    :raises marshmallow.ValidationError: naming the fields that are wrong.
+    """
+    if schema is not None:
+        _instance(schema).load(data)
+    return data
+
+
+@functools.cache
+def _instance(schema: type[Schema]) -> Schema:
+    # One instance for every call: building a schema costs more than loading with it.
+    return schema()
 
 
 class Registry:
