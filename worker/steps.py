@@ -141,7 +141,7 @@ def _claim_later(task: Task, step: Step, job_id: uuid.UUID, exc: Exception) -> R
         "step %s of job %s: the database is unreachable (%s); claiming again in %.1f s",
         step.name,
         job_id,
-        str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        next(iter(str(exc).strip().splitlines()), type(exc).__name__),
         delay,
     )
     return task.retry(countdown=delay, exc=exc, throw=False)
