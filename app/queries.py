@@ -162,6 +162,20 @@ def stalled_jobs(stall_seconds: float, limit: int = 100) -> list[sa.Row]:
     ).all()
 
 
+def held_steps(pairs: list[tuple[uuid.UUID, str]]) -> set[tuple[uuid.UUID, str]]:
+    """The (job, step) pairs among ``pairs`` that a running attempt holds with a live lease."""
+    if not pairs:
+        return set()
+    job_ids, steps = zip(*pairs, strict=True)
+    rows = db.session.execute(sql["held_steps"], {"job_ids": list(job_ids), "steps": list(steps)})
+    return {(row.job_id, row.step) for row in rows}
+
+
+def awaits_message(job_id: uuid.UUID, step: str) -> bool:
+    """True when the job waits at ``step`` for a message: runnable, unclaimed, no intent."""
+    return db.session.execute(sql["awaits_message"], {"job_id": job_id, "step": step}).scalar()
+
+
 def expired_checkpoints(limit: int = 100) -> list[uuid.UUID]:
     return list(db.session.scalars(sql["expired_checkpoints"], {"limit": limit}))
 

@@ -7,8 +7,12 @@ how often it ran.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
+
+from celery.signals import before_task_publish
 
 from app.errors import RetryableError
 from handlers.registry import APPROVAL_REQUIRED
@@ -49,6 +53,38 @@ def wait(ctx: StepContext) -> dict:
 def last(ctx: StepContext) -> dict:
     mark(ctx)
     return {"done": True}
+
+
+dies = registry.register(
+    Handler("test-dies-sending", description="Its worker dies between a step and the next")
+)
+#: The file whose existence kills this process as it sends ``two`` (``inputData.die``).
+_die_file: str | None = None
+
+
+@dies.step("one")
+def one(ctx: StepContext) -> dict:
+    global _die_file
+    mark(ctx)
+    _die_file = ctx.input.get("die")
+    return {"one": True}
+
+
+@dies.step("two")
+def two(ctx: StepContext) -> dict:
+    mark(ctx)
+    return {"two": True}
+
+
+@before_task_publish.connect
+def _die_before_sending_two(sender=None, **_kwargs) -> None:
+    """SIGKILL this process once, as the chain sends ``two``: after ``one``'s result was
+    committed, before the next message exists."""
+    global _die_file
+    if sender == dies.get_step("two").task_name and _die_file and Path(_die_file).exists():
+        Path(_die_file).unlink()
+        _die_file = None
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 flaky = registry.register(Handler("test-flaky", description="Fails while a file says so"))

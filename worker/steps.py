@@ -32,6 +32,7 @@ from flask import current_app
 
 from app import instruments
 from app import logs
+from app import queries
 from app import sentry
 from app import sql
 from app import state
@@ -76,6 +77,21 @@ def _stop_chain(task: Task) -> None:
     task.request.chain = None
 
 
+def _cut_chain(task: Task, step: Step, job_id: uuid.UUID) -> str | None:
+    """The chain's next step, when this message came back after its worker was lost between
+    recording the step and sending the next step's message: the job waits at that step
+    with nobody on it and nothing to dispatch it. Sending it again is safe: a copy that
+    was sent after all finds the step claimed and is skipped."""
+    chain = task.request.chain
+    if not chain or not (task.request.delivery_info or {}).get("redelivered"):
+        return None
+    following = next(
+        (s.name for s in registry.get(step.handler).steps if s.task_name == chain[-1]["task"]),
+        None,
+    )
+    return following if following and queries.awaits_message(job_id, following) else None
+
+
 #: Seconds before a step whose claim could not reach the database tries again: doubled
 #: each time, up to the second figure, for as long as the database stays unreachable.
 CLAIM_RETRY_DELAY = (0.5, 5.0)
@@ -97,6 +113,16 @@ def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
             raise
         raise _claim_later(task, step, job_id, exc) from exc
     if claim is None:
+        following = _cut_chain(task, step, job_id)
+        if following:
+            log.warning(
+                "step %s of job %s: done, but its worker was lost before sending step %s; "
+                "sending it now",
+                step.name,
+                job_id,
+                following,
+            )
+            return "resent"
         log.info("step %s of job %s: not its turn (duplicate or stale delivery)", step.name, job_id)
         _stop_chain(task)
         return "skipped"

@@ -7,6 +7,9 @@ which every worker consumes even while the steps queue is paused. It
   (their after-commit publish failed: Redis down, process killed);
 - re-dispatches steps whose claim lease lapsed (their worker or machine died),
   within seconds rather than after the broker's visibility timeout;
+- puts back on their queues step messages a worker took more than a lease ago that no
+  live claim holds (their worker died before claiming them, or after its step's result
+  and before its ack), within seconds rather than after the visibility timeout;
 - dispatches again a runnable job that nobody runs and nothing will dispatch
   after ``STALL_SECONDS`` (a worker died between committing a step and sending the
   next message of its chain); not while the fleet is paused;
@@ -18,13 +21,19 @@ Each action goes through a guarded transition, so two sweeps at once are harmles
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 
 from celery import Celery
 from flask import current_app
 
 from app import queries
 from app import state
+from handlers.registry import registry
 from worker import outbox
+from worker import transport
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +57,46 @@ def sweep() -> dict[str, int]:
         )
     expired = sum(state.expire_checkpoint(cid) for cid in queries.expired_checkpoints())
     published = outbox.publish_due(older_than=current_app.config["OUTBOX_GRACE_SECONDS"])
-    counts = {"released": released, "stalled": stalled, "expired": expired, "published": published}
+    returned = put_back_unheld(current_app.config["STEP_LEASE_SECONDS"])
+    counts = {
+        "released": released,
+        "stalled": stalled,
+        "expired": expired,
+        "published": published,
+        "returned": returned,
+    }
     if any(counts.values()):
         log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts
+
+
+def put_back_unheld(lease_seconds: float) -> int:
+    """Return to their queues the step messages that a worker took more than a lease ago
+    (or whose countdown ended that long ago) and whose step no live claim holds; how many.
+
+    A live worker claims a step within milliseconds of taking its message and renews the
+    claim's lease while the step runs, so such a message's worker is gone. Put back, the
+    message is marked redelivered, and its claim takes the step or finds it done.
+    """
+    steps = {s.task_name: s.name for handler in registry for s in handler.steps}
+    too_old = datetime.now(UTC) - timedelta(seconds=lease_seconds)
+    with current_app.extensions["celery"].pool.acquire(block=True) as conn:
+        channel = conn.default_channel
+        pairs = {
+            taken.tag: (uuid.UUID(taken.args[0]), steps[taken.task])
+            for taken in transport.taken_before(channel, lease_seconds)
+            if taken.task in steps and (taken.eta is None or taken.eta < too_old)
+        }
+        if not pairs:
+            return 0
+        held = queries.held_steps(list(set(pairs.values())))
+        tags = [tag for tag, pair in pairs.items() if pair not in held]
+        transport.put_back(channel, tags)
+    for tag in tags:
+        job_id, step = pairs[tag]
+        log.warning(
+            "step %s of job %s: its worker took it and was lost; queued again",
+            step,
+            job_id,
+        )
+    return len(tags)

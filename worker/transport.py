@@ -1,5 +1,5 @@
-"""kombu's Redis transport with room for agentq's eleven priority levels, and a Redis
-client kept per connection pool.
+"""kombu's Redis transport with room for agentq's eleven priority levels, a Redis
+client kept per connection pool, and a look at the messages workers have taken.
 
 kombu caps message priorities at 9 on Redis; agentq priorities run 0..10, so its
 channel accepts 0..10 and ``priority_steps`` (``app.config``) gives each level its
@@ -9,12 +9,22 @@ kombu builds a new ``redis.Redis`` around the channel's connection pool for ever
 command it sends outside the consumer's loop (each publish, each ack); redis-py 8
 takes about a millisecond of CPU to build one. The channel keeps one per pool instead
 (a ``redis.Redis`` is safe to share: each command takes a connection from the pool).
+
+A worker that takes a message with late acks leaves it in kombu's ``unacked`` hash
+until it acks; if the worker dies, kombu hands the message out again only after the
+visibility timeout (an hour and more). ``taken_before`` and ``put_back`` let the sweep
+return sooner the messages whose holder is gone (``worker.sweeps``).
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
 import redis as redis_py
 from kombu.transport import redis
+from kombu.utils.json import loads
 
 from app.config import MAX_PRIORITY
 
@@ -46,3 +56,48 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A message a worker took and has not acked."""
+
+    tag: str
+    task: str
+    args: list
+    #: When it was to run (a retry's countdown), or None to run at once.
+    eta: datetime | None
+
+
+def taken_before(channel: Channel, seconds: float) -> list[Taken]:
+    """The Celery task messages workers took more than ``seconds`` ago and still hold."""
+    client = channel.client
+    tags = client.zrange(channel.unacked_index_key, 0, time.time() - seconds, byscore=True)
+    if not tags:
+        return []
+    taken = []
+    for tag, raw in zip(tags, client.hmget(channel.unacked_key, tags), strict=True):
+        if raw is None:  # acked meanwhile
+            continue
+        payload, _exchange, _routing_key = loads(raw)
+        headers = payload.get("headers") or {}
+        if "task" not in headers:
+            continue
+        args, _kwargs, _embed = channel.Message(payload, channel=channel).decode()
+        eta = headers.get("eta")
+        taken.append(
+            Taken(
+                tag=tag.decode() if isinstance(tag, bytes) else tag,
+                task=headers["task"],
+                args=args,
+                eta=datetime.fromisoformat(eta) if eta else None,
+            )
+        )
+    return taken
+
+
+def put_back(channel: Channel, tags: list[str]) -> None:
+    """Return taken messages to the front of their queues, marked redelivered (as kombu does
+    after the visibility timeout; a tag acked meanwhile is only forgotten)."""
+    for tag in tags:
+        channel.qos.restore_by_tag(tag)

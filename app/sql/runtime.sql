@@ -33,3 +33,19 @@ SELECT id FROM checkpoints
 -- job_counts --
 -- Jobs by status, for metrics and the fleet view.
 SELECT status, count(*) AS n FROM jobs GROUP BY status
+
+-- held_steps --
+-- Which of the given (job, step) pairs a running attempt holds with a live lease.
+SELECT s.job_id, s.step
+  FROM job_steps s
+  JOIN unnest(CAST(:job_ids AS uuid[]), CAST(:steps AS text[])) AS given(job_id, step)
+    ON given.job_id = s.job_id AND given.step = s.step
+ WHERE s.status = 'running' AND s.lease_expires_at > clock_timestamp()
+
+-- awaits_message --
+-- The job waits at this step for a message: runnable, nobody claims it, no dispatch intent.
+SELECT EXISTS (
+    SELECT FROM jobs j
+     WHERE j.id = :job_id AND j.current_step = :step
+       AND j.status IN ('PENDING', 'RUNNING') AND j.claim_step_id IS NULL
+       AND NOT EXISTS (SELECT FROM outbox o WHERE o.job_id = j.id))

@@ -180,3 +180,63 @@ def test_a_busy_worker_outlives_redis_restarts(app, servers, celery_worker, user
         assert len(jobs) > 50
     finally:
         worker.stop()
+
+
+def test_messages_held_by_a_killed_worker_run_within_seconds(app, servers, celery_worker, user):
+    """Given ten jobs whose claims wait for Postgres in a worker (their messages taken and
+    unacked), when that worker is SIGKILLed and Postgres comes back, then a new worker runs
+    them within seconds: the sweep puts back messages taken longer than a lease ago that no
+    live claim holds (the broker would wait for its visibility timeout, the stall sweep for
+    this worker's STALL_SECONDS of 300 s)."""
+    if servers.pg is None:
+        pytest.skip("Postgres comes from DATABASE_URL (external): the test cannot stop it")
+    stop_worker(app, celery_worker)
+    jobs = [user.enqueue("simple-task", {"n": i})["id"] for i in range(10)]
+    wait_until(lambda: all(outbox_rows(app, j) == 0 for j in jobs), 10, "the outbox to drain")
+    doomed = Worker("worker-killed-holding", {"STALL_SECONDS": "300"})
+    servers.pg.stop()
+    try:
+        doomed.start(app.extensions["celery"])
+        wait_until(lambda: queued(servers) == 0, 60, "the worker to take every message")
+        wait_until(
+            lambda: doomed.output().count("the database is unreachable") >= 10,
+            30,
+            "every claim to wait for the database",
+        )
+        doomed.kill()
+    finally:
+        servers.pg.start()
+    worker = Worker("worker-after-the-kill", {"STALL_SECONDS": "300"})
+    worker.start(app.extensions["celery"])
+    try:
+        for job_id in jobs:
+            done = user.wait_for(job_id, "COMPLETED", "FAILED", timeout=45)
+            assert done["status"] == "COMPLETED", done["error"]
+            assert attempts(done, "run") == ["succeeded"]
+    finally:
+        worker.stop()
+
+
+def test_a_chain_whose_next_message_was_never_sent_goes_on(
+    app, celery_worker, user, files, tmp_path
+):
+    """Given a job of two steps, when the worker's pool process dies after `one`'s result was
+    committed but before the message of `two` was sent, then the job completes within
+    seconds: `one`'s message comes back (its worker was lost), its claim finds `one` done
+    and `two` waiting with nobody on it, and sends `two` (not after STALL_SECONDS); each
+    step advanced the job once."""
+    stop_worker(app, celery_worker)
+    worker = Worker("worker-dies-sending", {"STALL_SECONDS": "300"})
+    worker.start(app.extensions["celery"])
+    die = tmp_path / "die"
+    die.touch()
+    try:
+        job = user.enqueue("test-dies-sending", {**files.input(), "die": str(die)})
+        done = user.wait_for(job["id"], "COMPLETED", "FAILED", timeout=30)
+        assert done["status"] == "COMPLETED", done["error"]
+        assert not die.exists(), "the pool process was not killed as it sent `two`"
+        assert attempts(done, "one") == ["succeeded"]
+        assert attempts(done, "two") == ["succeeded"]
+        assert files.runs() == ["one", "two"]
+    finally:
+        worker.stop()
