@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from marshmallow import Schema
@@ -68,6 +69,45 @@ def _at(path: tuple, message: str) -> ValidationError:
     return ValidationError(messages)
 
 
+#: A paging cursor (``app.api.paging``): the microseconds since the epoch of the last row's
+#: creation (up to the year 2286), a dot, and the 32 hex digits of its id. Every string of this
+#: form is a place in the order, so none that matches is refused.
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{32}$"
+
+
+def cursor_from_this_api(cursor: str) -> None:
+    """:raises ValidationError: for a cursor that does not match ``CURSOR_PATTERN``."""
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise ValidationError("Not a cursor from this API: send the nextCursor of the page before.")
+
+
+class Cursor(fields.String):
+    """A paging cursor: the ``nextCursor`` of the page before."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            validate=cursor_from_this_api,
+            metadata={
+                "pattern": CURSOR_PATTERN,
+                "description": "The nextCursor of the previous page (opaque: "
+                "send it back as it came); without it, the first page",
+            },
+        )
+
+
+class NextCursor(fields.String):
+    """The cursor of the next page; null on the last one."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            allow_none=True,
+            metadata={
+                "pattern": CURSOR_PATTERN,
+                "description": "Send as cursor for the next page; null on the last page",
+            },
+        )
+
+
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
@@ -128,13 +168,13 @@ class JobListArgs(CamelSchema):
     )
     job_type = fields.String(validate=storable)
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String()
+    cursor = Cursor()
 
 
 class CheckpointListArgs(CamelSchema):
     job_type = fields.String(validate=storable)
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.String()
+    cursor = Cursor()
 
 
 class ApprovalSchema(Schema):
@@ -233,13 +273,13 @@ class JobEnvelopeSchema(Schema):
 class JobListEnvelopeSchema(CamelSchema):
     success = fields.Boolean(dump_default=True)
     jobs = fields.List(fields.Nested(JobSchema))
-    next_cursor = fields.String(allow_none=True, metadata={"description": "Pass as cursor"})
+    next_cursor = NextCursor()
 
 
 class CheckpointListEnvelopeSchema(CamelSchema):
     success = fields.Boolean(dump_default=True)
     checkpoints = fields.List(fields.Nested(CheckpointSchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = NextCursor()
 
 
 class PendingCheckpointSchema(CheckpointSchema):
@@ -249,7 +289,7 @@ class PendingCheckpointSchema(CheckpointSchema):
 class PendingListEnvelopeSchema(CamelSchema):
     success = fields.Boolean(dump_default=True)
     checkpoints = fields.List(fields.Nested(PendingCheckpointSchema))
-    next_cursor = fields.String(allow_none=True)
+    next_cursor = NextCursor()
 
 
 class CheckpointEnvelopeSchema(Schema):
