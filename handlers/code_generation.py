@@ -11,6 +11,8 @@ from handlers.registry import APPROVAL_REQUIRED
 from handlers.registry import Handler
 from handlers.registry import StepContext
 from handlers.registry import registry
+from handlers.workspace import NAME_MAX
+from handlers.workspace import PATH_PATTERN
 from handlers.workspace import path_problem
 
 
@@ -22,7 +24,12 @@ def _inside_workspace(path: str) -> None:
 
 class FileSchema(Schema):
     path = fields.String(
-        required=True, validate=[validate.Length(min=1, max=1000), _inside_workspace]
+        required=True,
+        validate=[validate.Length(min=1, max=1000), _inside_workspace],
+        metadata={
+            "pattern": PATH_PATTERN,
+            "description": f"Relative to the job's workspace, each part at most {NAME_MAX} bytes",
+        },
     )
     content = fields.String(required=True)
 

@@ -13,6 +13,14 @@ from app.errors import PermanentError
 #: The longest file or directory name the file systems agentq runs on take, in bytes.
 NAME_MAX = 255
 
+# A part of a path that names something: not empty, not "." and not "..".
+_PART = r"(?:[^/.\x00]|\.[^/.\x00]|\.\.[^/\x00])[^/\x00]*"
+#: The paths :func:`path_problem` accepts, as the OpenAPI document states them (ECMAScript):
+#: relative, no ``..`` part, at least one part besides ".", not ending in "/", no NUL. The
+#: limit of ``NAME_MAX`` bytes on a part is not a pattern of characters: only its
+#: description says it.
+PATH_PATTERN = rf"^(?:\./+)*{_PART}(?:/+(?:\.|{_PART}))*$"
+
 
 def path_problem(path: str) -> str | None:
     """Why ``path`` cannot name a file inside a workspace, or None when it can."""
