@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -16,6 +17,7 @@ from marshmallow import validates_schema
 from app.config import MAX_PRIORITY
 from app.errors import UnknownHandlerError
 from app.state import Outcome
+from handlers.registry import Handler
 from handlers.registry import registry
 
 #: The deepest nesting accepted in JSON data. Every later json.dumps of it (the jsonb
@@ -69,16 +71,35 @@ def _at(path: tuple, message: str) -> ValidationError:
     return ValidationError(messages)
 
 
+#: What the OpenAPI document says of a string ``storable`` checks: no NUL characters. (Nor
+#: unpaired surrogates, which JSON can escape but a pattern cannot name.)
+STORABLE_TEXT = r"^[^\x00]*$"
 #: A paging cursor (``app.api.paging``): the microseconds since the epoch of the last row's
 #: creation (up to the year 2286), a dot, and the 32 hex digits of its id. Every string of this
 #: form is a place in the order, so none that matches is refused.
 CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{32}$"
 
 
+def known_job_type(name: str) -> None:
+    """:raises ValidationError: for a job type without a handler, listing the known ones."""
+    try:
+        registry.get(name)
+    except UnknownHandlerError as exc:
+        raise ValidationError(exc.message) from None
+
+
 def cursor_from_this_api(cursor: str) -> None:
     """:raises ValidationError: for a cursor that does not match ``CURSOR_PATTERN``."""
     if not re.fullmatch(CURSOR_PATTERN, cursor):
         raise ValidationError("Not a cursor from this API: send the nextCursor of the page before.")
+
+
+class JobType(fields.String):
+    """A registered job type. The OpenAPI document lists them as an enum, read from the
+    registry when the document is built (:func:`job_type_enum`)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(validate=known_job_type, **kwargs)
 
 
 class Cursor(fields.String):
@@ -108,6 +129,14 @@ class NextCursor(fields.String):
         )
 
 
+def job_type_enum(_converter, field: fields.Field, ret: dict, **_kwargs) -> dict:
+    """apispec attribute function: a :class:`JobType` field is an enum of the job types
+    registered when the document is built, unless the field names its own."""
+    if isinstance(field, JobType) and "enum" not in ret:
+        return {"enum": registry.names()}
+    return {}
+
+
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
@@ -124,24 +153,24 @@ class CamelSchema(Schema):
 
 
 class JobCreateSchema(CamelSchema):
-    job_type = fields.String(required=True, metadata={"description": "A registered job type"})
+    job_type = JobType(required=True, metadata={"description": "A registered job type"})
     task_description = fields.String(
-        required=True, validate=[validate.Length(min=1, max=10_000), storable]
+        required=True,
+        validate=[validate.Length(min=1, max=10_000), storable],
+        metadata={"pattern": STORABLE_TEXT},
     )
-    input_data = fields.Dict(keys=fields.String(), load_default=dict, validate=storable)
+    input_data = fields.Dict(
+        keys=fields.String(),
+        load_default=dict,
+        validate=storable,
+        metadata={"description": "What the job type's handler takes"},
+    )
     priority = fields.Integer(
         strict=True,
         load_default=5,
         validate=validate.Range(min=0, max=MAX_PRIORITY),
         metadata={"description": "0 (lowest) to 10 (highest); higher runs first"},
     )
-
-    @validates("job_type")
-    def known_job_type(self, value: str, data_key: str) -> None:
-        try:
-            registry.get(value)
-        except UnknownHandlerError as exc:
-            raise ValidationError(exc.message) from None
 
     @validates("priority")
     def not_a_boolean(self, value: int, data_key: str) -> None:
@@ -156,11 +185,49 @@ class JobCreateSchema(CamelSchema):
             raise ValidationError({"inputData": exc.messages}) from None
 
 
+@functools.cache
+def job_create_of(handler: Handler) -> type[JobCreateSchema]:
+    """The body of a job of ``handler``'s type, as the OpenAPI document shows it: ``jobType``
+    is the handler's name, ``inputData`` what its input schema loads (required when an empty
+    object does not load). :class:`JobCreateSchema` validates; this only documents."""
+    variant: dict[str, fields.Field] = {
+        "job_type": JobType(required=True, metadata={"enum": [handler.name]})
+    }
+    if handler.input_schema is not None:
+        try:
+            handler.validate_input({})
+            required = False
+        except ValidationError:
+            required = True
+        variant["input_data"] = fields.Nested(
+            handler.input_schema,
+            required=required,
+            metadata={"description": f"What {handler.name} takes"},
+        )
+    words = re.split(r"[^A-Za-z0-9]+", handler.name)
+    return JobCreateSchema.from_dict(variant, name="JobCreate" + "".join(map(str.title, words)))
+
+
+def job_create_doc() -> dict:
+    """The OpenAPI schema of a job submission: one body per registered job type, told
+    apart by ``jobType``."""
+    variants = {handler.name: job_create_of(handler) for handler in registry}
+    # apispec names each variant's component after its class (flask-smorest's resolver).
+    mapping = {name: f"#/components/schemas/{cls.__name__}" for name, cls in variants.items()}
+    return {
+        "oneOf": [cls() for cls in variants.values()],
+        "discriminator": {"propertyName": "jobType", "mapping": mapping},
+    }
+
+
 class JobActionSchema(Schema):
     action = fields.String(required=True, validate=validate.OneOf(["cancel", "retry"]))
 
 
 class JobListArgs(CamelSchema):
+    """A jobs list's filters and page, as the admin pages take them: a job type no handler
+    serves any more can still be filtered on."""
+
     status = fields.String(
         validate=validate.OneOf(
             ["PENDING", "RUNNING", "WAITING_APPROVAL", "COMPLETED", "FAILED", "CANCELLED"]
@@ -171,23 +238,48 @@ class JobListArgs(CamelSchema):
     cursor = Cursor()
 
 
+class ApiJobListArgs(JobListArgs):
+    """The API's: ``jobType`` is a registered job type, as the OpenAPI document's enum says."""
+
+    job_type = JobType()
+
+
 class CheckpointListArgs(CamelSchema):
+    """The pending checkpoints' filter and page, as the admin pages take them."""
+
     job_type = fields.String(validate=storable)
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = Cursor()
 
 
+class ApiCheckpointListArgs(CheckpointListArgs):
+    """The API's: ``jobType`` is a registered job type, as the OpenAPI document's enum says."""
+
+    job_type = JobType()
+
+
 class ApprovalSchema(Schema):
-    reason = fields.String(validate=[validate.Length(max=10_000), storable], allow_none=True)
+    reason = fields.String(
+        validate=[validate.Length(max=10_000), storable],
+        allow_none=True,
+        metadata={"pattern": STORABLE_TEXT},
+    )
     data = fields.Raw(
         allow_none=True,
         validate=storable,
-        metadata={"description": "The checkpoint data as edited"},
+        metadata={
+            "description": "The checkpoint data as edited, checked against what the "
+            "checkpoint's step accepts as an edit (422 naming the data field at fault)"
+        },
     )
 
 
 class RejectionSchema(Schema):
-    reason = fields.String(required=True, validate=[validate.Length(min=1, max=10_000), storable])
+    reason = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=10_000), storable],
+        metadata={"pattern": STORABLE_TEXT},
+    )
 
 
 # -- Responses -----------------------------------------------------------------------------
@@ -298,11 +390,19 @@ class CheckpointEnvelopeSchema(Schema):
 
 
 class ErrorSchema(Schema):
-    code = fields.String()
-    message = fields.String()
-    details = fields.Raw(allow_none=True)
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    details = fields.Raw(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "Messages by field when the request is refused (dotted names: "
+            "inputData.files.0.path), the checkpoint with its first decision when it was "
+            "decided already, limit and retryAfter over a rate limit; otherwise null"
+        },
+    )
 
 
 class ErrorEnvelopeSchema(Schema):
-    success = fields.Boolean(dump_default=False)
-    error = fields.Nested(ErrorSchema)
+    success = fields.Boolean(required=True, dump_default=False, metadata={"enum": [False]})
+    error = fields.Nested(ErrorSchema, required=True)

@@ -37,6 +37,7 @@ from app.errors import field_messages
 from app.extensions import db
 from app.schemas import CheckpointSchema
 from app.schemas import ErrorEnvelopeSchema
+from app.schemas import job_type_enum
 from app.sql import database_unavailable
 
 log = logging.getLogger(__name__)
@@ -189,17 +190,13 @@ def init_app(app: Flask) -> None:
     from app.api import jobs
 
     api.init_app(app, spec_kwargs={"info": {"description": "Durable agent jobs with approvals"}})
+    api.ma_plugin.converter.add_attribute_function(job_type_enum)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     api.spec.components.response(
         blueprint.DATABASE_UNAVAILABLE,
         {
             "description": "The database is unavailable: retry after Retry-After seconds",
-            "headers": {
-                "Retry-After": {
-                    "description": "Seconds to wait before retrying",
-                    "schema": {"type": "integer"},
-                }
-            },
+            "headers": blueprint.RETRY_AFTER,
             "content": {"application/json": {"schema": ErrorEnvelopeSchema}},
         },
     )

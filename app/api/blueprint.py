@@ -3,13 +3,16 @@
 Besides the 422 of their arguments, the OpenAPI document of its views lists the 413
 and 415 a JSON body may get, and the 503 every view answers while the database is
 unavailable (``app.api.handle_database_error``); the health probes, which report the
-database's state themselves, use flask-smorest's Blueprint.
+database's state themselves, use flask-smorest's Blueprint. A body whose document
+depends on what is registered when the app is made (a job's, on the handlers) is
+documented then (``arguments(..., documented_as=...)``).
 """
 
 from __future__ import annotations
 
 import http
 import json
+from collections.abc import Callable
 
 import flask
 import flask_smorest
@@ -22,6 +25,10 @@ from webargs.flaskparser import is_json_request
 SEND_JSON = "Send the body as JSON, with the header Content-Type: application/json."
 #: The OpenAPI response of a view while the database is unavailable (``app.api.init_app``).
 DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+#: The header of a 429 and a 503, as the OpenAPI document states it.
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
+}
 
 
 class JsonParser(FlaskParser):
@@ -57,9 +64,23 @@ class Blueprint(flask_smorest.Blueprint):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._prepare_doc_cbks.append(self._prepare_unavailable_doc)
+        self._prepare_doc_cbks.append(self._prepare_body_doc)
 
-    def arguments(self, schema, *, location: str = "json", **kwargs):
-        """flask-smorest's ``arguments``; a JSON body may also get 413 and 415."""
+    def arguments(
+        self,
+        schema,
+        *,
+        location: str = "json",
+        documented_as: Callable[[], dict] | None = None,
+        **kwargs,
+    ):
+        """flask-smorest's ``arguments``; a JSON body may also get 413 and 415.
+
+        ``documented_as`` returns the body's OpenAPI schema when the document is built, in
+        place of ``schema``'s (which still validates)::
+
+            @blp.arguments(JobCreateSchema(), documented_as=job_create_doc)
+        """
         decorator = super().arguments(schema, location=location, **kwargs)
         if location != "json":
             return decorator
@@ -69,6 +90,8 @@ class Blueprint(flask_smorest.Blueprint):
             responses = view._apidoc["arguments"]["responses"]
             for status in (413, 415):
                 responses[status] = http.HTTPStatus(status).name
+            if documented_as is not None:
+                view._apidoc["documented_body"] = documented_as
             return view
 
         return documented
@@ -76,4 +99,11 @@ class Blueprint(flask_smorest.Blueprint):
     @staticmethod
     def _prepare_unavailable_doc(doc: dict, _doc_info: dict, **_kwargs) -> dict:
         doc.setdefault("responses", {}).setdefault(503, DATABASE_UNAVAILABLE)
+        return doc
+
+    @staticmethod
+    def _prepare_body_doc(doc: dict, doc_info: dict, **_kwargs) -> dict:
+        documented_as = doc_info.get("documented_body")
+        if documented_as is not None:
+            doc["requestBody"]["content"]["application/json"]["schema"] = documented_as()
         return doc

@@ -12,15 +12,17 @@ from app import logs
 from app import queries
 from app import sentry
 from app import state
+from app.api.blueprint import RETRY_AFTER
 from app.api.blueprint import Blueprint
 from app.api.paging import decode_cursor
 from app.api.paging import page_of
 from app.auth import BEARER
 from app.auth import login_required
 from app.limits import api_decisions
+from app.schemas import ApiCheckpointListArgs
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointEnvelopeSchema
-from app.schemas import CheckpointListArgs
+from app.schemas import ErrorEnvelopeSchema
 from app.schemas import PendingListEnvelopeSchema
 from app.schemas import RejectionSchema
 
@@ -54,7 +56,7 @@ def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, body: dict) -> dic
 class PendingCheckpoints(MethodView):
     @login_required(admin=True)
     @blp.doc(security=[BEARER])
-    @blp.arguments(CheckpointListArgs(), location="query")
+    @blp.arguments(ApiCheckpointListArgs(), location="query")
     @blp.response(200, PendingListEnvelopeSchema)
     def get(self, args: dict):
         """List pending checkpoints, oldest first, with their jobs"""
@@ -73,10 +75,19 @@ class CheckpointDecision(MethodView):
     @login_required(admin=True, in_statement=True)
     @api_decisions
     @blp.doc(security=[BEARER])
-    @blp.arguments(ApprovalSchema())
+    @blp.arguments(ApprovalSchema(), required=False)
     @blp.response(200, CheckpointEnvelopeSchema)
-    @blp.alt_response(409, description="Already decided: details carry the first decision")
-    @blp.alt_response(429, description="Over RATE_LIMIT_DECISIONS for this token")
+    @blp.alt_response(
+        409,
+        schema=ErrorEnvelopeSchema,
+        description="Already decided: details carry the first decision",
+    )
+    @blp.alt_response(
+        429,
+        schema=ErrorEnvelopeSchema,
+        headers=RETRY_AFTER,
+        description="Over RATE_LIMIT_DECISIONS for this token: see Retry-After",
+    )
     def post(self, body: dict, checkpoint_id: uuid.UUID):
         """Approve a pending checkpoint
 
@@ -90,8 +101,17 @@ class CheckpointDecision(MethodView):
     @blp.doc(security=[BEARER])
     @blp.arguments(RejectionSchema())
     @blp.response(200, CheckpointEnvelopeSchema)
-    @blp.alt_response(409, description="Already decided: details carry the first decision")
-    @blp.alt_response(429, description="Over RATE_LIMIT_DECISIONS for this token")
+    @blp.alt_response(
+        409,
+        schema=ErrorEnvelopeSchema,
+        description="Already decided: details carry the first decision",
+    )
+    @blp.alt_response(
+        429,
+        schema=ErrorEnvelopeSchema,
+        headers=RETRY_AFTER,
+        description="Over RATE_LIMIT_DECISIONS for this token: see Retry-After",
+    )
     def delete(self, body: dict, checkpoint_id: uuid.UUID):
         """Reject a pending checkpoint: the job fails with the reason"""
         return _decide(checkpoint_id, state.Outcome.REJECTED, body)

@@ -14,6 +14,7 @@ from app import logs
 from app import queries
 from app import sentry
 from app import state
+from app.api.blueprint import RETRY_AFTER
 from app.api.blueprint import Blueprint
 from app.api.paging import keyset_page
 from app.auth import BEARER
@@ -22,12 +23,14 @@ from app.auth import login_required
 from app.errors import NotFoundError
 from app.limits import submissions
 from app.models import Job
+from app.schemas import ApiJobListArgs
 from app.schemas import CheckpointListEnvelopeSchema
+from app.schemas import ErrorEnvelopeSchema
 from app.schemas import JobActionSchema
 from app.schemas import JobCreateSchema
 from app.schemas import JobEnvelopeSchema
-from app.schemas import JobListArgs
 from app.schemas import JobListEnvelopeSchema
+from app.schemas import job_create_doc
 
 #: The longest Idempotency-Key the jobs table holds.
 IDEMPOTENCY_KEY_LENGTH = Job.__table__.c.idempotency_key.type.length
@@ -68,10 +71,19 @@ class Jobs(MethodView):
     @login_required(in_statement=True)
     @submissions
     @blp.doc(security=[BEARER])
-    @blp.arguments(JobCreateSchema())
+    @blp.arguments(JobCreateSchema(), documented_as=job_create_doc)
     @blp.response(201, JobEnvelopeSchema)
-    @blp.alt_response(409, description="Idempotency-Key reused for a different request")
-    @blp.alt_response(429, description="Over RATE_LIMIT_JOBS for this token: see Retry-After")
+    @blp.alt_response(
+        409,
+        schema=ErrorEnvelopeSchema,
+        description="Idempotency-Key reused for a different request",
+    )
+    @blp.alt_response(
+        429,
+        schema=ErrorEnvelopeSchema,
+        headers=RETRY_AFTER,
+        description="Over RATE_LIMIT_JOBS for this token: see Retry-After",
+    )
     def post(self, body: dict):
         """Enqueue a job
 
@@ -97,7 +109,7 @@ class Jobs(MethodView):
 
     @login_required()
     @blp.doc(security=[BEARER])
-    @blp.arguments(JobListArgs(), location="query")
+    @blp.arguments(ApiJobListArgs(), location="query")
     @blp.response(200, JobListEnvelopeSchema)
     def get(self, args: dict):
         """List jobs, newest first: your own, or every job for an admin"""
@@ -126,7 +138,11 @@ class JobById(MethodView):
     @blp.doc(security=[BEARER])
     @blp.arguments(JobActionSchema())
     @blp.response(200, JobEnvelopeSchema)
-    @blp.alt_response(409, description="The job's status does not allow the action")
+    @blp.alt_response(
+        409,
+        schema=ErrorEnvelopeSchema,
+        description="The job's status does not allow the action",
+    )
     def patch(self, body: dict, job_id: uuid.UUID):
         """Cancel or retry a job
 
