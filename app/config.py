@@ -183,7 +183,8 @@ class Config:
         self.WORKSPACE_ROOT = os.environ.get("WORKSPACE_ROOT") or str(home() / "workspaces")
         #: Seconds a running step's claim lasts without renewal; renewed every third of it.
         self.STEP_LEASE_SECONDS = _env_int("STEP_LEASE_SECONDS", 30)
-        #: Seconds after which a runnable job that nobody runs is dispatched again.
+        #: Seconds after which a runnable job that nobody runs is dispatched again when the
+        #: steps queue is too long to look for its message (``worker.sweeps.SCAN_LIMIT``).
         self.STALL_SECONDS = _env_float("STALL_SECONDS", 300.0)
         #: Celery task events from every worker and publisher (Flower turns them on anyway).
         self.CELERY_TASK_EVENTS = _env_bool("CELERY_TASK_EVENTS")

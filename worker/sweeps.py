@@ -10,9 +10,11 @@ which every worker consumes even while the steps queue is paused. It
 - puts back on their queues step messages a worker took more than a lease ago that no
   live claim holds (their worker died before claiming them, or after its step's result
   and before its ack), within seconds rather than after the visibility timeout;
-- dispatches again a runnable job that nobody runs and nothing will dispatch
-  after ``STALL_SECONDS`` (a worker died between committing a step and sending the
-  next message of its chain); not while the fleet is paused;
+- dispatches again a runnable job that nobody runs and no message will bring (a worker
+  died between committing a step and sending the next message of its chain, or between
+  popping a message and recording it as taken): after a lease when Redis holds no
+  message for it, after ``STALL_SECONDS`` when too many wait to read them all; not
+  while the fleet is paused;
 - expires pending checkpoints past their ``expires_in``.
 
 Each action goes through a guarded transition, so two sweeps at once are harmless.
@@ -31,6 +33,7 @@ from flask import current_app
 
 from app import queries
 from app import state
+from app.config import STEPS_QUEUE
 from handlers.registry import registry
 from worker import outbox
 from worker import transport
@@ -48,16 +51,13 @@ def sweep() -> dict[str, int]:
         state.release_lapsed(row.attempt_id, row.job_id, row.step)
         for row in queries.lapsed_leases()
     )
-    stall = current_app.config["STALL_SECONDS"]
-    stalled = 0
-    if not state.is_paused():
-        stalled = sum(
-            state.redispatch_stalled(row.job_id, row.step, stall_seconds=stall)
-            for row in queries.stalled_jobs(stall)
-        )
     expired = sum(state.expire_checkpoint(cid) for cid in queries.expired_checkpoints())
     published = outbox.publish_due(older_than=current_app.config["OUTBOX_GRACE_SECONDS"])
-    returned = put_back_unheld(current_app.config["STEP_LEASE_SECONDS"])
+    lease = current_app.config["STEP_LEASE_SECONDS"]
+    returned = put_back_unheld(lease)
+    stalled = 0
+    if not state.is_paused():
+        stalled = redispatch_stalled(lease, current_app.config["STALL_SECONDS"])
     counts = {
         "released": released,
         "stalled": stalled,
@@ -70,6 +70,40 @@ def sweep() -> dict[str, int]:
     return counts
 
 
+#: Most messages a sweep reads from the steps queue to find jobs no message will bring.
+SCAN_LIMIT = 2_000
+
+
+def redispatch_stalled(lease_seconds: float, stall_seconds: float) -> int:
+    """Dispatch again the runnable jobs that nobody runs and no message will bring; how many.
+
+    A job unclaimed for a lease with no message for its step queued or taken in Redis is
+    stalled; when more than ``SCAN_LIMIT`` messages wait, only one unclaimed for
+    ``stall_seconds`` is taken for stalled.
+    """
+    steps = _step_names()
+    stalled = queries.stalled_jobs(lease_seconds)
+    if not stalled:
+        return 0
+    wait = lease_seconds
+    with current_app.extensions["celery"].pool.acquire(block=True) as conn:
+        found = transport.messages(conn.default_channel, STEPS_QUEUE, SCAN_LIMIT)
+    if found is None:
+        wait = stall_seconds
+        stalled = queries.stalled_jobs(stall_seconds)
+    else:
+        brought = {(m.args[0], steps[m.task]) for m in found if m.task in steps}
+        stalled = [row for row in stalled if (str(row.job_id), row.step) not in brought]
+    return sum(
+        state.redispatch_stalled(row.job_id, row.step, stall_seconds=wait) for row in stalled
+    )
+
+
+def _step_names() -> dict[str, str]:
+    """Step names by task name."""
+    return {s.task_name: s.name for handler in registry for s in handler.steps}
+
+
 def put_back_unheld(lease_seconds: float) -> int:
     """Return to their queues the step messages that a worker took more than a lease ago
     (or whose countdown ended that long ago) and whose step no live claim holds; how many.
@@ -78,7 +112,7 @@ def put_back_unheld(lease_seconds: float) -> int:
     claim's lease while the step runs, so such a message's worker is gone. Put back, the
     message is marked redelivered, and its claim takes the step or finds it done.
     """
-    steps = {s.task_name: s.name for handler in registry for s in handler.steps}
+    steps = _step_names()
     too_old = datetime.now(UTC) - timedelta(seconds=lease_seconds)
     with current_app.extensions["celery"].pool.acquire(block=True) as conn:
         channel = conn.default_channel

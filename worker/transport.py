@@ -13,7 +13,10 @@ takes about a millisecond of CPU to build one. The channel keeps one per pool in
 A worker that takes a message with late acks leaves it in kombu's ``unacked`` hash
 until it acks; if the worker dies, kombu hands the message out again only after the
 visibility timeout (an hour and more). ``taken_before`` and ``put_back`` let the sweep
-return sooner the messages whose holder is gone (``worker.sweeps``).
+return sooner the messages whose holder is gone (``worker.sweeps``). A worker killed
+between popping a message off its queue and recording it as taken loses it altogether
+(kombu pops with ``BRPOP``); ``messages`` lets the sweep see that no message for a job
+is left anywhere.
 """
 
 from __future__ import annotations
@@ -59,17 +62,27 @@ class Transport(redis.Transport):
 
 
 @dataclass(frozen=True)
-class Taken:
-    """A message a worker took and has not acked."""
+class Message:
+    """A Celery task message in Redis: queued, or taken by a worker and not acked."""
 
-    tag: str
     task: str
     args: list
     #: When it was to run (a retry's countdown), or None to run at once.
     eta: datetime | None
+    #: Its delivery tag, when a worker took it.
+    tag: str | None = None
 
 
-def taken_before(channel: Channel, seconds: float) -> list[Taken]:
+def _message(channel: Channel, payload: dict, tag: str | None = None) -> Message | None:
+    headers = payload.get("headers") or {}
+    if "task" not in headers:
+        return None
+    args, _kwargs, _embed = channel.Message(payload, channel=channel).decode()
+    eta = headers.get("eta")
+    return Message(headers["task"], args, datetime.fromisoformat(eta) if eta else None, tag)
+
+
+def taken_before(channel: Channel, seconds: float) -> list[Message]:
     """The Celery task messages workers took more than ``seconds`` ago and still hold."""
     client = channel.client
     tags = client.zrange(channel.unacked_index_key, 0, time.time() - seconds, byscore=True)
@@ -80,20 +93,30 @@ def taken_before(channel: Channel, seconds: float) -> list[Taken]:
         if raw is None:  # acked meanwhile
             continue
         payload, _exchange, _routing_key = loads(raw)
-        headers = payload.get("headers") or {}
-        if "task" not in headers:
-            continue
-        args, _kwargs, _embed = channel.Message(payload, channel=channel).decode()
-        eta = headers.get("eta")
-        taken.append(
-            Taken(
-                tag=tag.decode() if isinstance(tag, bytes) else tag,
-                task=headers["task"],
-                args=args,
-                eta=datetime.fromisoformat(eta) if eta else None,
-            )
-        )
+        message = _message(channel, payload, tag.decode() if isinstance(tag, bytes) else tag)
+        if message is not None:
+            taken.append(message)
     return taken
+
+
+def messages(channel: Channel, queue: str, limit: int) -> list[Message] | None:
+    """Every task message waiting in ``queue`` (all its priority lists) or taken by a worker;
+    None when more than ``limit`` wait (too many to read on every sweep)."""
+    client = channel.client
+    keys = [channel._q_for_pri(queue, pri) for pri in channel.priority_steps]
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.llen(key)
+        if sum(pipe.execute()) > limit:
+            return None
+        for key in keys:
+            pipe.lrange(key, 0, -1)
+        lists = pipe.execute()
+    # Queued first, then taken: a message that moves between the two reads may be missed,
+    # and the job is dispatched once more (the claim drops the duplicate); never the reverse.
+    found = [_message(channel, loads(raw)) for items in lists for raw in items]
+    found += [_message(channel, loads(raw)[0]) for raw in client.hvals(channel.unacked_key)]
+    return [message for message in found if message is not None]
 
 
 def put_back(channel: Channel, tags: list[str]) -> None:
