@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ARGS ?=
 QUICK ?=
 
-.PHONY: help install run test bench screenshots lint format clean
+.PHONY: help install run test faults bench screenshots lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,11 @@ run: install ## Run web, worker and beat on embedded Postgres and Redis (PORT=80
 
 test: install ## Run the test suite (extra pytest arguments: make test ARGS="-k cancel")
 	$(BIN)/pytest $(ARGS)
+
+faults: install ## Run the fault suite at full strength and write docs/RELIABILITY.md
+	rm -f var/faults/full.json
+	AGENTQ_FAULTS=full $(BIN)/pytest tests/faults $(ARGS); status=$$?; \
+		$(BIN)/python -m tests.faults.report; exit $$status
 
 $(VENV)/.bench: $(BIN)/agentq
 	$(BIN)/python -m pip install --quiet -e '.[embedded,test,bench]'
