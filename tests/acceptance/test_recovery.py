@@ -240,3 +240,24 @@ def test_a_chain_whose_next_message_was_never_sent_goes_on(
         assert files.runs() == ["one", "two"]
     finally:
         worker.stop()
+
+
+def test_a_job_whose_message_vanished_runs_within_a_lease(app, servers, celery_worker, user):
+    """Given a queued job whose message is gone from Redis (as when a worker is killed between
+    popping it and recording it as taken), when a worker runs, then the sweep finds the job
+    unclaimed for a lease with no message for it anywhere in Redis and dispatches it again:
+    the job completes within seconds, not after this worker's STALL_SECONDS of 300 s."""
+    stop_worker(app, celery_worker)
+    job = user.enqueue("simple-task", {})
+    wait_until(lambda: outbox_rows(app, job["id"]) == 0, 10, "the job's message to be sent")
+    app.extensions["celery"].control.purge()
+    assert queued(servers) == 0
+    worker = Worker("worker-message-vanished", {"STALL_SECONDS": "300"})
+    worker.start(app.extensions["celery"])
+    try:
+        done = user.wait_for(job["id"], "COMPLETED", "FAILED", timeout=30)
+        assert done["status"] == "COMPLETED", done["error"]
+        recovered = [log["message"] for log in done["logs"] if log["kind"] == "recovered"]
+        assert recovered == ["Step run was not dispatched; queued again"]
+    finally:
+        worker.stop()
