@@ -21,6 +21,8 @@ from webargs.flaskparser import FlaskParser
 from webargs.flaskparser import abort
 from webargs.flaskparser import is_json_request
 
+from app.schemas import ErrorEnvelopeSchema
+
 #: What a body that is not JSON is told (415).
 SEND_JSON = "Send the body as JSON, with the header Content-Type: application/json."
 #: The OpenAPI response of a view while the database is unavailable (``app.api.init_app``).
@@ -95,6 +97,17 @@ class Blueprint(flask_smorest.Blueprint):
             return view
 
         return documented
+
+    def refusal(self, status: int, description: str):
+        """Document a refusal the view answers with the error envelope (with ``Retry-After``
+        on a 429)::
+
+            @blp.refusal(409, "Already decided: details carry the first decision")
+        """
+        headers = RETRY_AFTER if status == 429 else None
+        return self.alt_response(
+            status, schema=ErrorEnvelopeSchema, headers=headers, description=description
+        )
 
     @staticmethod
     def _prepare_unavailable_doc(doc: dict, _doc_info: dict, **_kwargs) -> dict:

@@ -12,7 +12,6 @@ from app import logs
 from app import queries
 from app import sentry
 from app import state
-from app.api.blueprint import RETRY_AFTER
 from app.api.blueprint import Blueprint
 from app.api.paging import decode_cursor
 from app.api.paging import page_of
@@ -22,7 +21,6 @@ from app.limits import api_decisions
 from app.schemas import ApiCheckpointListArgs
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointEnvelopeSchema
-from app.schemas import ErrorEnvelopeSchema
 from app.schemas import PendingListEnvelopeSchema
 from app.schemas import RejectionSchema
 
@@ -77,17 +75,8 @@ class CheckpointDecision(MethodView):
     @blp.doc(security=[BEARER])
     @blp.arguments(ApprovalSchema(), required=False)
     @blp.response(200, CheckpointEnvelopeSchema)
-    @blp.alt_response(
-        409,
-        schema=ErrorEnvelopeSchema,
-        description="Already decided: details carry the first decision",
-    )
-    @blp.alt_response(
-        429,
-        schema=ErrorEnvelopeSchema,
-        headers=RETRY_AFTER,
-        description="Over RATE_LIMIT_DECISIONS for this token: see Retry-After",
-    )
+    @blp.refusal(409, "Already decided: details carry the first decision")
+    @blp.refusal(429, "Over RATE_LIMIT_DECISIONS for this token: see Retry-After")
     def post(self, body: dict, checkpoint_id: uuid.UUID):
         """Approve a pending checkpoint
 
@@ -101,17 +90,8 @@ class CheckpointDecision(MethodView):
     @blp.doc(security=[BEARER])
     @blp.arguments(RejectionSchema())
     @blp.response(200, CheckpointEnvelopeSchema)
-    @blp.alt_response(
-        409,
-        schema=ErrorEnvelopeSchema,
-        description="Already decided: details carry the first decision",
-    )
-    @blp.alt_response(
-        429,
-        schema=ErrorEnvelopeSchema,
-        headers=RETRY_AFTER,
-        description="Over RATE_LIMIT_DECISIONS for this token: see Retry-After",
-    )
+    @blp.refusal(409, "Already decided: details carry the first decision")
+    @blp.refusal(429, "Over RATE_LIMIT_DECISIONS for this token: see Retry-After")
     def delete(self, body: dict, checkpoint_id: uuid.UUID):
         """Reject a pending checkpoint: the job fails with the reason"""
         return _decide(checkpoint_id, state.Outcome.REJECTED, body)

@@ -14,7 +14,6 @@ from app import logs
 from app import queries
 from app import sentry
 from app import state
-from app.api.blueprint import RETRY_AFTER
 from app.api.blueprint import Blueprint
 from app.api.paging import keyset_page
 from app.auth import BEARER
@@ -25,7 +24,6 @@ from app.limits import submissions
 from app.models import Job
 from app.schemas import ApiJobListArgs
 from app.schemas import CheckpointListEnvelopeSchema
-from app.schemas import ErrorEnvelopeSchema
 from app.schemas import JobActionSchema
 from app.schemas import JobCreateSchema
 from app.schemas import JobEnvelopeSchema
@@ -73,17 +71,8 @@ class Jobs(MethodView):
     @blp.doc(security=[BEARER])
     @blp.arguments(JobCreateSchema(), documented_as=job_create_doc)
     @blp.response(201, JobEnvelopeSchema)
-    @blp.alt_response(
-        409,
-        schema=ErrorEnvelopeSchema,
-        description="Idempotency-Key reused for a different request",
-    )
-    @blp.alt_response(
-        429,
-        schema=ErrorEnvelopeSchema,
-        headers=RETRY_AFTER,
-        description="Over RATE_LIMIT_JOBS for this token: see Retry-After",
-    )
+    @blp.refusal(409, "Idempotency-Key reused for a different request")
+    @blp.refusal(429, "Over RATE_LIMIT_JOBS for this token: see Retry-After")
     def post(self, body: dict):
         """Enqueue a job
 
@@ -138,11 +127,7 @@ class JobById(MethodView):
     @blp.doc(security=[BEARER])
     @blp.arguments(JobActionSchema())
     @blp.response(200, JobEnvelopeSchema)
-    @blp.alt_response(
-        409,
-        schema=ErrorEnvelopeSchema,
-        description="The job's status does not allow the action",
-    )
+    @blp.refusal(409, "The job's status does not allow the action")
     def patch(self, body: dict, job_id: uuid.UUID):
         """Cancel or retry a job
 
