@@ -92,6 +92,14 @@ def test_a_job_submitted_while_redis_is_down_runs_when_it_is_back(app, servers, 
     wait_until(lambda: celery.control.ping(timeout=0.5), 60, "the worker to answer a ping")
 
 
+def sent_jobs(app, user, count: int) -> list[str]:
+    """Submit ``count`` simple-task jobs and wait until their messages are in Redis (their
+    dispatch intents published and deleted); their ids."""
+    jobs = [user.enqueue("simple-task", {"n": i})["id"] for i in range(count)]
+    wait_until(lambda: all(outbox_rows(app, j) == 0 for j in jobs), 10, "the outbox to drain")
+    return jobs
+
+
 def queued(servers) -> int:
     """Messages waiting in the steps queue (every priority's list) in Redis."""
     import redis
@@ -110,9 +118,7 @@ def test_steps_taken_while_postgres_is_down_run_when_it_is_back(app, servers, ce
     if servers.pg is None:
         pytest.skip("Postgres comes from DATABASE_URL (external): the test cannot stop it")
     stop_worker(app, celery_worker)
-    jobs = [user.enqueue("simple-task", {"n": i})["id"] for i in range(10)]
-    # Published: their dispatch intents are deleted, only the messages in Redis remain.
-    wait_until(lambda: all(outbox_rows(app, j) == 0 for j in jobs), 10, "the outbox to drain")
+    jobs = sent_jobs(app, user, 10)
     worker = Worker("worker-postgres-down", {"STALL_SECONDS": "300"})
     servers.pg.stop()
     try:
@@ -191,8 +197,7 @@ def test_messages_held_by_a_killed_worker_run_within_seconds(app, servers, celer
     if servers.pg is None:
         pytest.skip("Postgres comes from DATABASE_URL (external): the test cannot stop it")
     stop_worker(app, celery_worker)
-    jobs = [user.enqueue("simple-task", {"n": i})["id"] for i in range(10)]
-    wait_until(lambda: all(outbox_rows(app, j) == 0 for j in jobs), 10, "the outbox to drain")
+    jobs = sent_jobs(app, user, 10)
     doomed = Worker("worker-killed-holding", {"STALL_SECONDS": "300"})
     servers.pg.stop()
     try:
@@ -248,14 +253,13 @@ def test_a_job_whose_message_vanished_runs_within_a_lease(app, servers, celery_w
     unclaimed for a lease with no message for it anywhere in Redis and dispatches it again:
     the job completes within seconds, not after this worker's STALL_SECONDS of 300 s."""
     stop_worker(app, celery_worker)
-    job = user.enqueue("simple-task", {})
-    wait_until(lambda: outbox_rows(app, job["id"]) == 0, 10, "the job's message to be sent")
+    [job_id] = sent_jobs(app, user, 1)
     app.extensions["celery"].control.purge()
     assert queued(servers) == 0
     worker = Worker("worker-message-vanished", {"STALL_SECONDS": "300"})
     worker.start(app.extensions["celery"])
     try:
-        done = user.wait_for(job["id"], "COMPLETED", "FAILED", timeout=30)
+        done = user.wait_for(job_id, "COMPLETED", "FAILED", timeout=30)
         assert done["status"] == "COMPLETED", done["error"]
         recovered = [log["message"] for log in done["logs"] if log["kind"] == "recovered"]
         assert recovered == ["Step run was not dispatched; queued again"]

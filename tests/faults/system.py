@@ -142,6 +142,11 @@ class Stream:
         self._submitting.clear()
         self._threads[0].join(30)
 
+    def settle(self, app, *, since: float, bound: float) -> Settled:
+        """Stop submitting, and :func:`settle` every job answered 201."""
+        self.stop_submitting()
+        return settle(app, self.jobs, bound=bound, since=since)
+
     def stop(self) -> None:
         self._submitting.clear()
         self._running.clear()
@@ -339,8 +344,8 @@ def _statuses(app, ids: list[uuid.UUID]) -> dict[str, int]:
 
 def kill_at_random(system: System, rng: random.Random, *, main_share: float = 0.4) -> str:
     """SIGKILL a pool process of a worker, or (``main_share`` of the time) a worker's main
-    process, whose orphaned pool processes go with it a moment later; the worker is then
-    started again. Returns what was killed."""
+    process, whose pool processes die with it (Celery sets their parent-death signal), and
+    start that worker again. Returns what was killed."""
     index = rng.randrange(len(system.workers))
     worker = system.workers[index]
     children = system.pool_children(index)
@@ -349,11 +354,5 @@ def kill_at_random(system: System, rng: random.Random, *, main_share: float = 0.
         return "pool process"
     os.kill(worker.proc.pid, signal.SIGKILL)
     worker.proc.wait()
-    time.sleep(rng.uniform(0, 1))
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
     system.restart_worker(index)
     return "main process"

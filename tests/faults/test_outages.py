@@ -14,7 +14,6 @@ from tests.faults.system import Stream
 from tests.faults.system import check
 from tests.faults.system import figures
 from tests.faults.system import kill_at_random
-from tests.faults.system import settle
 
 pytestmark = [pytest.mark.acceptance]
 
@@ -22,6 +21,25 @@ pytestmark = [pytest.mark.acceptance]
 BOUND = 120
 #: Seconds a server stays away in the outage.
 OUTAGE = 20
+
+
+def restarts_then_outage(server, restarts: int, stream: Stream) -> tuple[float, int]:
+    """Restart ``server`` ``restarts`` times, 3 s apart, then stop it for ``OUTAGE`` seconds
+    under ``stream``; returns when it was back (``time.monotonic``) and how many submissions
+    were answered 201 while it was away."""
+    time.sleep(2)
+    for _ in range(restarts):
+        server.stop()
+        server.start()
+        time.sleep(3)
+    server.stop()
+    before = stream.submitted.codes[201]
+    try:
+        time.sleep(OUTAGE)
+        during = stream.submitted.codes[201] - before
+    finally:
+        server.start()
+    return time.monotonic(), during
 
 
 def test_redis_restarts_and_an_outage(app, servers, system, tokens):
@@ -32,21 +50,8 @@ def test_redis_restarts_and_an_outage(app, servers, system, tokens):
         pytest.skip("Redis comes from REDIS_URL (external): the test cannot stop and start it")
     restarts = scaled(2, 5)
     with Stream(system.web.url, *tokens) as stream:
-        time.sleep(2)
-        for _ in range(restarts):
-            servers.redis.stop()
-            servers.redis.start()
-            time.sleep(3)
-        servers.redis.stop()
-        before = stream.submitted.codes[201]
-        try:
-            time.sleep(OUTAGE)
-            during = stream.submitted.codes[201] - before
-        finally:
-            servers.redis.start()
-        ended = time.monotonic()
-        stream.stop_submitting()
-        settled = settle(app, stream.jobs, bound=BOUND, since=ended)
+        ended, during = restarts_then_outage(servers.redis, restarts, stream)
+        settled = stream.settle(app, since=ended, bound=BOUND)
     record(
         figures(
             "Redis restarted, and down 20 s",
@@ -75,20 +80,9 @@ def test_postgres_restarts_and_an_outage(app, servers, system, tokens):
         pytest.skip("Postgres comes from DATABASE_URL (external): the test cannot stop it")
     restarts = scaled(1, 3)
     with Stream(system.web.url, *tokens) as stream:
-        time.sleep(2)
-        for _ in range(restarts):
-            servers.pg.stop()
-            servers.pg.start()
-            time.sleep(3)
-        servers.pg.stop()
-        try:
-            time.sleep(OUTAGE)
-        finally:
-            servers.pg.start()
-        ended = time.monotonic()
+        ended, _during = restarts_then_outage(servers.pg, restarts, stream)
         time.sleep(2)  # clients see it back
-        stream.stop_submitting()
-        settled = settle(app, stream.jobs, bound=BOUND, since=ended)
+        settled = stream.settle(app, since=ended, bound=BOUND)
     record(
         figures(
             "Postgres restarted, and down 20 s",
@@ -122,8 +116,7 @@ def test_two_beats(app, system, tokens, rng):
                 time.sleep(rng.uniform(1.0, 3.0))
                 kill_at_random(system, rng)
                 ended = time.monotonic()
-            stream.stop_submitting()
-            settled = settle(app, stream.jobs, bound=BOUND, since=ended)
+            settled = stream.settle(app, since=ended, bound=BOUND)
         assert second.running(), second.output()[-2000:]
     finally:
         second.stop()

@@ -13,7 +13,6 @@ from tests.faults.system import Stream
 from tests.faults.system import check
 from tests.faults.system import figures
 from tests.faults.system import kill_at_random
-from tests.faults.system import settle
 
 pytestmark = [pytest.mark.acceptance]
 
@@ -34,8 +33,7 @@ def test_sigkill_of_pool_and_main_processes(app, system, tokens, rng):
             time.sleep(rng.uniform(0.3, 2.0))
             killed.append(kill_at_random(system, rng))
             ended = time.monotonic()
-        stream.stop_submitting()
-        settled = settle(app, stream.jobs, bound=BOUND, since=ended)
+        settled = stream.settle(app, since=ended, bound=BOUND)
     record(
         figures(
             "SIGKILL of worker processes",
@@ -72,8 +70,7 @@ def test_sigterm_with_steps_in_flight(app, system, tokens, rng):
             worker.proc.wait(60)
             system.restart_worker(0)
             ended = time.monotonic()
-        stream.stop_submitting()
-        settled = settle(app, stream.jobs, bound=BOUND, since=ended)
+        settled = stream.settle(app, since=ended, bound=BOUND)
     record(
         figures(
             "SIGTERM with steps in flight",
