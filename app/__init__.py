@@ -16,7 +16,7 @@ from app.config import Config
 from app.errors import ConfigError
 from app.extensions import db
 from app.extensions import migrate
-from handlers.registry import load_handlers
+from app.framework.registry import load_handlers
 
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -54,9 +54,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from app import api
     from app import cli
     from app import limits
-    from app import logs
-    from app import metrics
-    from app import sentry
+    from app.observability import logs
+    from app.observability import scrape
+    from app.observability import sentry
     from worker import celery_app
     from worker.outbox import Dispatcher
 
@@ -68,6 +68,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     limits.init_app(app)
     api.init_app(app)
     admin.init_app(app)
-    metrics.init_app(app)
+    scrape.init_app(app)
     cli.init_app(app)
     return app

@@ -167,7 +167,7 @@ def check_db() -> None:
 def verify() -> None:
     """Verify database, migrations, broker, workers and handlers."""
     from app.api.health import readiness
-    from handlers.registry import registry
+    from app.framework.registry import registry
 
     app = _app_or_fail()
     with app.app_context():

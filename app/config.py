@@ -206,7 +206,7 @@ class Config:
         self.WORKER_METRICS_PORT = _env_int("WORKER_METRICS_PORT", 9808)
         #: Address the worker's metrics port listens on.
         self.WORKER_METRICS_ADDR = os.environ.get("WORKER_METRICS_ADDR") or "0.0.0.0"
-        #: Sentry's DSN; unset: no Sentry at all (``app.sentry``).
+        #: Sentry's DSN; unset: no Sentry at all (``app.observability.sentry``).
         self.SENTRY_DSN = os.environ.get("SENTRY_DSN") or None
         #: The environment Sentry files events under (production, staging, ...).
         self.SENTRY_ENVIRONMENT = os.environ.get("SENTRY_ENVIRONMENT") or None

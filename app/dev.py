@@ -65,7 +65,7 @@ def _processes(port: int, var: Path) -> dict[str, list[str]]:
             "gunicorn",
             # Hooks that sum the metrics of every gunicorn worker on /api/metrics.
             "--config",
-            "python:app.gunicorn_conf",
+            "python:app.observability.gunicorn_conf",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",

@@ -16,9 +16,9 @@ from marshmallow import validates_schema
 
 from app.config import MAX_PRIORITY
 from app.errors import UnknownHandlerError
+from app.framework.registry import Handler
+from app.framework.registry import registry
 from app.state import Outcome
-from handlers.registry import Handler
-from handlers.registry import registry
 
 #: The deepest nesting accepted in JSON data. Every later json.dumps of it (the jsonb
 #: insert, the response, the worker) must manage it too, well within Python's recursion limit.

@@ -41,8 +41,6 @@ from marshmallow import ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import auth
-from app import instruments
-from app import sentry
 from app.auth import ADMINS_ONLY
 from app.auth import INVALID_TOKEN
 from app.errors import AlreadyDecided
@@ -54,6 +52,9 @@ from app.errors import InvalidTransition
 from app.errors import NotFoundError
 from app.errors import UnknownHandlerError
 from app.extensions import db
+from app.framework.registry import APPROVAL_REQUIRED
+from app.framework.registry import Decision as StepDecision
+from app.framework.registry import registry
 from app.models import Checkpoint
 from app.models import Decision
 from app.models import FleetState
@@ -61,11 +62,10 @@ from app.models import Job
 from app.models import JobLog
 from app.models import JobStep
 from app.models import Outbox
+from app.observability import instruments
+from app.observability import sentry
 from app.sql import run
 from app.sql import run_one
-from handlers.registry import APPROVAL_REQUIRED
-from handlers.registry import Decision as StepDecision
-from handlers.registry import registry
 
 
 class JobStatus(StrEnum):

@@ -8,7 +8,8 @@
   in Redis so the client sees the chain finish) and ``bare.stamp`` (writes the time it
   started to Redis).
 
-The web app runs under the same gunicorn settings as agentq (``app.gunicorn_conf``), the
+The web app runs under the same gunicorn settings as agentq
+(``app.observability.gunicorn_conf``), the
 tasks under the same Celery settings (``app.config.celery_settings``) on a queue of
 their own. The web app reads ``DATABASE_URL`` and ``REDIS_URL``.
 """

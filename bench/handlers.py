@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from handlers.registry import APPROVAL_REQUIRED
-from handlers.registry import Handler
-from handlers.registry import StepContext
-from handlers.registry import registry
+from app.framework.registry import APPROVAL_REQUIRED
+from app.framework.registry import Handler
+from app.framework.registry import StepContext
+from app.framework.registry import registry
 
 handler = registry.register(
     Handler("bench-approval", description="Ask for approval, then note when the next step starts")

@@ -302,7 +302,8 @@ class Bench:
         return proc
 
     def web(self, app_spec: str = "app:create_app()", *, name: str = "web", **env: str) -> Web:
-        """gunicorn as the Procfile runs it (``app.gunicorn_conf``), serving ``app_spec``."""
+        """gunicorn as the Procfile runs it (``app.observability.gunicorn_conf``), serving
+        ``app_spec``."""
         from app.embedded import free_port
 
         port = free_port()
@@ -311,7 +312,7 @@ class Bench:
             "-m",
             "gunicorn",
             "--config",
-            "python:app.gunicorn_conf",
+            "python:app.observability.gunicorn_conf",
             "--bind",
             f"127.0.0.1:{port}",
             "--access-logfile",

@@ -7,13 +7,13 @@ from marshmallow import ValidationError
 from marshmallow import fields
 from marshmallow import validate
 
-from handlers.registry import APPROVAL_REQUIRED
-from handlers.registry import Handler
-from handlers.registry import StepContext
-from handlers.registry import registry
-from handlers.workspace import NAME_MAX
-from handlers.workspace import PATH_PATTERN
-from handlers.workspace import path_problem
+from app.framework.registry import APPROVAL_REQUIRED
+from app.framework.registry import Handler
+from app.framework.registry import StepContext
+from app.framework.registry import registry
+from app.framework.workspace import NAME_MAX
+from app.framework.workspace import PATH_PATTERN
+from app.framework.workspace import path_problem
 
 
 def _inside_workspace(path: str) -> None:

@@ -7,10 +7,10 @@ from marshmallow import fields
 from marshmallow import validate
 
 from app.errors import PermanentError
-from handlers.registry import APPROVAL_REQUIRED
-from handlers.registry import Handler
-from handlers.registry import StepContext
-from handlers.registry import registry
+from app.framework.registry import APPROVAL_REQUIRED
+from app.framework.registry import Handler
+from app.framework.registry import StepContext
+from app.framework.registry import registry
 
 
 class DataProcessingInput(Schema):

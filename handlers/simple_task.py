@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from handlers.registry import INFO
-from handlers.registry import Handler
-from handlers.registry import StepContext
-from handlers.registry import registry
+from app.framework.registry import INFO
+from app.framework.registry import Handler
+from app.framework.registry import StepContext
+from app.framework.registry import registry
 
 handler = registry.register(Handler("simple-task", description="Log, note progress, complete"))
 

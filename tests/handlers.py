@@ -15,10 +15,10 @@ from pathlib import Path
 from celery.signals import before_task_publish
 
 from app.errors import RetryableError
-from handlers.registry import APPROVAL_REQUIRED
-from handlers.registry import Handler
-from handlers.registry import StepContext
-from handlers.registry import registry
+from app.framework.registry import APPROVAL_REQUIRED
+from app.framework.registry import Handler
+from app.framework.registry import StepContext
+from app.framework.registry import registry
 
 
 def mark(ctx: StepContext) -> None:

@@ -36,11 +36,11 @@ def init_app(flask_app: Flask) -> Celery:
 @functools.cache
 def worker_celery() -> Celery:
     """The Celery app of the worker and beat processes, with every task registered."""
-    from worker import metrics
+    from app.observability import worker_metrics
 
-    if metrics.is_worker_command():
+    if worker_metrics.is_worker_command():
         # Before anything imports prometheus_client; the pool children inherit it.
-        metrics.prepare()
+        worker_metrics.prepare()
 
     from app import create_app
     from worker import fleet

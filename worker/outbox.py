@@ -30,15 +30,15 @@ from celery import chain
 from flask import Flask
 from flask import current_app
 
-from app import sentry
 from app.config import MAX_PRIORITY
 from app.config import STEPS_QUEUE
 from app.extensions import db
+from app.framework.registry import registry
 from app.models import Outbox
+from app.observability import sentry
 from app.sql import queries
 from app.sql import run
 from app.state import Dispatch
-from handlers.registry import registry
 
 log = logging.getLogger(__name__)
 

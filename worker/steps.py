@@ -30,17 +30,17 @@ from celery.exceptions import Retry
 from flask import Flask
 from flask import current_app
 
-from app import instruments
-from app import logs
 from app import queries
-from app import sentry
 from app import sql
 from app import state
 from app.errors import PermanentError
-from handlers.registry import Step
-from handlers.registry import StepContext
-from handlers.registry import registry
-from handlers.workspace import Workspace
+from app.framework.registry import Step
+from app.framework.registry import StepContext
+from app.framework.registry import registry
+from app.framework.workspace import Workspace
+from app.observability import instruments
+from app.observability import logs
+from app.observability import sentry
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def register(celery: Celery) -> None:
 
 def _task_body(step: Step):
     def run(task: Task, job_id: str) -> str:
-        # Every log line of the task carries the job and step (app.logs).
+        # Every log line of the task carries the job and step (app.observability.logs).
         with logs.bound(job_id=job_id, job_type=step.handler, step=step.name):
             return run_step(task, step, uuid.UUID(job_id))
 

@@ -34,7 +34,7 @@ from flask import current_app
 from app import queries
 from app import state
 from app.config import STEPS_QUEUE
-from handlers.registry import registry
+from app.framework.registry import registry
 from worker import outbox
 from worker import transport
 

@@ -17,9 +17,7 @@ from flask import url_for
 from flask_login import current_user
 from marshmallow import ValidationError
 
-from app import logs
 from app import queries
-from app import sentry
 from app import state
 from app.admin import page_filters
 from app.admin.auth import admin_required
@@ -36,14 +34,16 @@ from app.errors import InvalidEdit
 from app.errors import InvalidTransition
 from app.errors import field_messages
 from app.extensions import db
+from app.framework.registry import registry
+from app.framework.workspace import Workspace
 from app.limits import page_decisions
 from app.models import Checkpoint
 from app.models import Job
+from app.observability import logs
+from app.observability import sentry
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointListArgs
 from app.schemas import RejectionSchema
-from handlers.registry import registry
-from handlers.workspace import Workspace
 
 bp = Blueprint("admin_checkpoints", __name__, url_prefix="/admin/agent-checkpoints")
 

@@ -28,10 +28,10 @@ from app.api.paging import keyset_page
 from app.errors import InvalidTransition
 from app.errors import NotFoundError
 from app.extensions import db
+from app.framework.registry import registry
 from app.models import Checkpoint
 from app.models import Job
 from app.schemas import JobListArgs
-from handlers.registry import registry
 
 bp = Blueprint("admin_jobs", __name__, url_prefix="/admin/jobs")
 

@@ -8,9 +8,7 @@ from flask import g
 from flask import request
 from flask.views import MethodView
 
-from app import logs
 from app import queries
-from app import sentry
 from app import state
 from app.api.blueprint import Blueprint
 from app.api.paging import decode_cursor
@@ -18,6 +16,8 @@ from app.api.paging import page_of
 from app.auth import BEARER
 from app.auth import login_required
 from app.limits import api_decisions
+from app.observability import logs
+from app.observability import sentry
 from app.schemas import ApiCheckpointListArgs
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointEnvelopeSchema

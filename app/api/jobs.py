@@ -10,9 +10,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import abort
 
-from app import logs
 from app import queries
-from app import sentry
 from app import state
 from app.api.blueprint import Blueprint
 from app.api.paging import keyset_page
@@ -22,6 +20,8 @@ from app.auth import login_required
 from app.errors import NotFoundError
 from app.limits import submissions
 from app.models import Job
+from app.observability import logs
+from app.observability import sentry
 from app.schemas import ApiJobListArgs
 from app.schemas import CheckpointListEnvelopeSchema
 from app.schemas import JobActionSchema

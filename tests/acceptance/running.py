@@ -17,7 +17,8 @@ from tests.conftest import wait_until
 
 
 class Gunicorn(Process):
-    """The web process as the Procfile runs it: gunicorn with ``app.gunicorn_conf``."""
+    """The web process as the Procfile runs it: gunicorn with
+    ``app.observability.gunicorn_conf``."""
 
     def __init__(self, name: str, env: dict[str, str], *, workers: int = 1) -> None:
         self.port = free_port()
@@ -27,7 +28,7 @@ class Gunicorn(Process):
             "-m",
             "gunicorn",
             "--config",
-            "python:app.gunicorn_conf",
+            "python:app.observability.gunicorn_conf",
             "--bind",
             f"127.0.0.1:{self.port}",
             "--workers",

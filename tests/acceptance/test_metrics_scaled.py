@@ -1,7 +1,8 @@
 """Every metric exact with ``gunicorn -w 3`` and two Celery workers of two processes each.
 
 The arrangement of a real deployment, on the session's Postgres and Redis: gunicorn
-with the shipped ``app.gunicorn_conf`` (workers recycled every few dozen requests), and
+with the shipped ``app.observability.gunicorn_conf`` (workers recycled every few dozen
+requests), and
 two ``celery worker`` processes with distinct names and metrics ports (pool children
 recycled every few tasks). A known workload goes through gunicorn's HTTP port; then
 ``/api/metrics`` is scraped several times (whichever gunicorn worker answers, the
@@ -68,7 +69,7 @@ class Deployment:
                 "-m",
                 "gunicorn",
                 "--config",
-                "python:app.gunicorn_conf",
+                "python:app.observability.gunicorn_conf",
                 "--workers",
                 "3",
                 "--bind",

@@ -153,7 +153,7 @@ def answers(url: str) -> bool:
 def web(servers):
     """gunicorn with agentq's config (multiprocess metrics), two workers, on a free port."""
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--config", "python:app.gunicorn_conf"]
+    argv = [sys.executable, "-m", "gunicorn", "--config", "python:app.observability.gunicorn_conf"]
     argv += ["--workers", "2", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
     gunicorn = Process("prometheus-web", argv)
     gunicorn.start()

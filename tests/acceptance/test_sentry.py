@@ -299,7 +299,7 @@ def test_approve_and_reject_carry_the_admin_and_the_trace_goes_on(
 def test_without_a_dsn_sentry_stays_off(app):
     """Given no SENTRY_DSN (the test process has none), then Sentry is off and outbox rows
     keep no trace: nothing is made up, nothing fails."""
-    from app import sentry
+    from app.observability import sentry
 
     assert app.config["SENTRY_DSN"] is None
     assert sentry.init_app(app) is False

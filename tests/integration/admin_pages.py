@@ -36,8 +36,8 @@ def park(app, owner, job_type="code-generation", data=None, **job) -> str:
     """A job of ``owner`` parked at a pending checkpoint opened by its first step; its id."""
     from app import state
     from app.extensions import db
+    from app.framework.registry import registry
     from app.models import Checkpoint
-    from handlers.registry import registry
 
     data = {"files": FILES} if data is None else data
     with app.app_context():

@@ -214,7 +214,7 @@ def test_every_decision_on_the_pages_is_counted(app, client, reviewer, user, cap
     """Given three parked jobs, when a reviewer approves one as proposed, approves one
     with an edited file and rejects one on the pages, then the decisions and their waits
     are counted as the API's are, and no metric fails."""
-    from app import instruments
+    from app.observability import instruments
 
     def counted() -> dict[str, float]:
         labels = {"job_type": "code-generation"}

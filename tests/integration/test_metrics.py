@@ -2,8 +2,9 @@
 
 The figures summed over several processes are tested in
 ``tests/acceptance/test_metrics_scaled.py``; here the app runs in-process, without a
-multiprocess directory, so its event metrics are this process's own (``app.instruments``
-``REGISTRY``), and a test reads them before and after what it does.
+multiprocess directory, so its event metrics are this process's own
+(``app.observability.instruments`` ``REGISTRY``), and a test reads them before and after
+what it does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import instruments
+from app.observability import instruments
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -163,7 +164,7 @@ def test_a_failing_metric_logs_and_never_fails_the_request(user, monkeypatch, ca
 
     monkeypatch.setattr(instruments, "JOBS_CREATED", Broken())
 
-    with caplog.at_level(logging.ERROR, logger="app.instruments"):
+    with caplog.at_level(logging.ERROR, logger="app.observability.instruments"):
         job = user.enqueue("simple-task")
 
     assert user.job(job["id"])["status"] in ("PENDING", "RUNNING", "COMPLETED")
@@ -177,7 +178,7 @@ def test_a_step_outcome_the_metrics_do_not_know_only_logs(caplog):
     class Claim:
         job_type, step = "simple-task", "run"
 
-    with caplog.at_level(logging.ERROR, logger="app.instruments"):
+    with caplog.at_level(logging.ERROR, logger="app.observability.instruments"):
         instruments.record_step(Claim(), "exploded", 0.1)
 
     assert "metrics: recording record_step failed" in caplog.text
@@ -231,7 +232,7 @@ def test_a_scrape_serves_what_it_can_read(client, monkeypatch, caplog):
 
     monkeypatch.setattr(queries, "outbox_backlog", broken)
 
-    with caplog.at_level(logging.ERROR, logger="app.metrics"):
+    with caplog.at_level(logging.ERROR, logger="app.observability.scrape"):
         samples = scrape(client)
 
     assert "agent_jobs_total" in samples

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from app import logs
+from app.observability import logs
 
 
 @pytest.fixture

@@ -6,15 +6,15 @@ import pytest
 
 from app.errors import PermanentError
 from app.errors import UnknownHandlerError
+from app.framework.registry import Handler
+from app.framework.registry import Registry
+from app.framework.registry import Step
+from app.framework.workspace import Workspace
+from app.framework.workspace import path_problem
 from app.state import ALLOWED
 from app.state import FINAL
 from app.state import JobStatus
 from app.state import sources
-from handlers.registry import Handler
-from handlers.registry import Registry
-from handlers.registry import Step
-from handlers.workspace import Workspace
-from handlers.workspace import path_problem
 
 NON_FINAL = {JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING_APPROVAL}
 

@@ -1,4 +1,4 @@
-"""The workspace path rules (``handlers.workspace``), as code and as the OpenAPI pattern."""
+"""The workspace path rules (``app.framework.workspace``), as code and as the OpenAPI pattern."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from handlers.workspace import PATH_PATTERN
-from handlers.workspace import path_problem
+from app.framework.workspace import PATH_PATTERN
+from app.framework.workspace import path_problem
 
 
 def test_the_pattern_accepts_exactly_the_paths_path_problem_accepts():

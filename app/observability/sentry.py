@@ -71,7 +71,7 @@ def init_app(app: Flask) -> bool:
 
         @app.before_request
         def _tag_request_id() -> None:
-            from app import logs
+            from app.observability import logs
 
             with capture_internal_exceptions():
                 if enabled() and logs.request_id():

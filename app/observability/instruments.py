@@ -2,7 +2,7 @@
 
 ``app.state`` records jobs created, checkpoints decided and jobs reaching a final
 status; ``worker.steps`` records each step attempt. Counts of states (how many jobs
-are RUNNING now) are not kept here: ``app.metrics`` reads them from Postgres at
+are RUNNING now) are not kept here: ``app.observability.scrape`` reads them from Postgres at
 scrape time, so every process agrees.
 
 =========================================  =======================================
@@ -18,7 +18,7 @@ scrape time, so every process agrees.
 ``agentq_step_retries_total``              counter {job_type, step}
 =========================================  =======================================
 
-In a process with a multiprocess directory (``app.multiproc``: every gunicorn worker,
+In a process with a multiprocess directory (``app.observability.multiproc``: every gunicorn worker,
 every Celery worker's processes) the values go to that directory's files and are
 summed at scrape time; elsewhere (tests, ``flask run``) they stay in this process
 and ``/api/metrics`` serves ``REGISTRY``.

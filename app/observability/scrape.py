@@ -8,13 +8,15 @@ One scrape of ``/api/metrics`` returns
   an alert on a checkpoint waiting too long needs), ``agentq_outbox_backlog`` and
   ``agentq_outbox_oldest_age_seconds``;
 - ``agentq_queue_depth{queue}``, the messages waiting in each Celery queue on Redis;
-- the event metrics (``app.instruments``) and HTTP metrics (prometheus-flask-exporter,
-  ``flask_http_request_*`` by ``url_rule``) of the web processes: of every gunicorn
-  worker, summed through the multiprocess directory that ``app.gunicorn_conf`` sets up,
+- the event metrics (``app.observability.instruments``) and HTTP metrics
+  (prometheus-flask-exporter, ``flask_http_request_*`` by ``url_rule``) of the web
+  processes: of every gunicorn worker, summed through the multiprocess directory that
+  ``app.observability.gunicorn_conf`` sets up,
   or of this process alone when there is none (tests, ``flask run``).
 
 Each Celery worker serves its own processes' event metrics on a port of its own
-(``worker.metrics``): workers may run on machines that share no filesystem with the web.
+(``app.observability.worker_metrics``): workers may run on machines that share no
+filesystem with the web.
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_flask_exporter import PrometheusMetrics
 
-from app import instruments
-from app import multiproc
 from app import queries
 from app.config import STEPS_QUEUE
 from app.config import SWEEPS_QUEUE
 from app.extensions import db
+from app.observability import instruments
+from app.observability import multiproc
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ context variable, so each request, task and thread sees its own.
 
 Where each process is set up:
 
-- web: gunicorn's ``logger_class = "app.logs.GunicornLogger"`` (``app/gunicorn_conf.py``)
+- web: gunicorn's ``logger_class = "app.observability.logs.GunicornLogger"``
+  (``app/observability/gunicorn_conf.py``)
   formats gunicorn's error and access logs and the root logger;
 - worker and beat: the ``setup_logging`` Celery signal (connected below) calls
   ``configure``, so Celery installs no handlers of its own.

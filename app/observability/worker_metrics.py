@@ -1,7 +1,7 @@
 """Each Celery worker serves its own processes' event metrics on a port of its own.
 
 Steps run in the worker's pool children, so their counters and histograms
-(``app.instruments``) live in several processes. Each worker gives its process tree a
+(``app.observability.instruments``) live in several processes. Each worker gives its process tree a
 multiprocess directory of its own (``<temp dir>/agentq-worker-metrics-<pid>``, made
 empty when the worker starts and removed when it stops; two workers on one machine never
 share one); the children write their files there, and the worker's main process sums
@@ -31,7 +31,7 @@ from pathlib import Path
 import click
 from celery import signals
 
-from app import multiproc
+from app.observability import multiproc
 
 log = logging.getLogger(__name__)
 

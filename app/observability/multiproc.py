@@ -7,8 +7,9 @@ in ``PROMETHEUS_MULTIPROC_DIR`` and the scrape sums the files of every process, 
 exited ones included, so nothing counted is lost when a process is recycled.
 
 The mode is chosen when prometheus_client is first imported, so the directory must be
-set before that: ``app.gunicorn_conf`` does it in the gunicorn master, and
-``worker.metrics`` in each Celery worker's main process; their children inherit it.
+set before that: ``app.observability.gunicorn_conf`` does it in the gunicorn master, and
+``app.observability.worker_metrics`` in each Celery worker's main process; their children
+inherit it.
 This module imports no prometheus_client at import time for that reason.
 """
 

@@ -33,6 +33,9 @@ from app.errors import UnknownHandlerError
 INFO = "INFO"
 APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
 
+#: The package whose every module is a job type, loaded by ``load_handlers``.
+HANDLERS_PACKAGE = "handlers"
+
 _STEP_OPTIONS = {"approval", "edits", "max_attempts", "retry_backoff", "retry_backoff_max"}
 
 
@@ -255,11 +258,10 @@ def load_handlers(extra_modules: list[str] = ()) -> Registry:
     Each handler module registers itself on import, so adding a job type is one
     module in ``handlers/`` (or one listed in ``AGENTQ_HANDLER_MODULES``).
     """
-    import handlers
-
-    for info in pkgutil.iter_modules(handlers.__path__):
-        if info.name not in ("registry", "workspace"):
-            importlib.import_module(f"handlers.{info.name}")
+    # By name, not by an import: the job types build on this module, not it on them.
+    package = importlib.import_module(HANDLERS_PACKAGE)
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{HANDLERS_PACKAGE}.{info.name}")
     for name in extra_modules:
         importlib.import_module(name)
     empty = [h.name for h in registry if not h.steps]

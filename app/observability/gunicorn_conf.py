@@ -2,10 +2,11 @@
 
 ::
 
-    gunicorn --config python:app.gunicorn_conf --workers 3 --bind 0.0.0.0:8000 'app:create_app()'
+    gunicorn --config python:app.observability.gunicorn_conf --workers 3 \
+        --bind 0.0.0.0:8000 'app:create_app()'
 
 Each gunicorn worker writes its event and HTTP metrics to files of its own in
-``PROMETHEUS_MULTIPROC_DIR`` (``app.multiproc``); whichever worker answers a scrape
+``PROMETHEUS_MULTIPROC_DIR`` (``app.observability.multiproc``); whichever worker answers a scrape
 sums the files of all of them, including workers that have exited (``max_requests``,
 a crash), so nothing counted is lost. This module only adds hooks: ``--bind``,
 ``--workers`` and the other options are given as usual.
@@ -23,7 +24,7 @@ import os
 import shutil
 import tempfile
 
-from app import multiproc
+from app.observability import multiproc
 
 #: Worker processes: ``WEB_CONCURRENCY``, or 2.
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
@@ -31,8 +32,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
 threads = int(os.environ.get("WEB_THREADS") or 1)
 
 #: Logs in LOG_FORMAT (JSON by default): gunicorn's error and access lines and the app's
-#: records, with the request id (``app.logs``).
-logger_class = "app.logs.GunicornLogger"
+#: records, with the request id (``app.observability.logs``).
+logger_class = "app.observability.logs.GunicornLogger"
 
 #: gunicorn 27's control socket has one path per user (~/.gunicorn/gunicorn.ctl), which
 #: several masters on a machine would fight over; agentq does not use it.
