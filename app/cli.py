@@ -7,12 +7,8 @@ prints what it did; a check that fails exits non-zero.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 
 import click
@@ -216,50 +212,9 @@ def beat(ctx: click.Context) -> None:
 @click.option("--port", envvar="PORT", default=8000, show_default=True, help="Web port.")
 def dev(port: int) -> None:
     """Run everything on embedded Postgres and Redis with data in ./var (Ctrl-C stops)."""
-    from app import dev as devserver
+    from app.dev import supervisor
 
-    devserver.run(port)
-
-
-class _Client:
-    def __init__(self, base: str, token: str) -> None:
-        self.base = base.rstrip("/")
-        self.token = token
-
-    def __call__(self, method: str, path: str, body: dict | None = None) -> dict:
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise click.ClickException(
-                f"{method} {path} -> {exc.code}: {exc.read().decode()}"
-            ) from None
-        except urllib.error.URLError as exc:
-            raise click.ClickException(
-                f"cannot reach {self.base}: {exc.reason}; is agentq running?"
-            ) from None
-
-    def wait_for(self, job_id: str, statuses: set[str], timeout: float) -> dict:
-        deadline, last = time.monotonic() + timeout, None
-        while time.monotonic() < deadline:
-            job = self("GET", f"/api/agent-jobs/{job_id}")["job"]
-            if job["status"] != last:
-                last = job["status"]
-                step = job["currentStep"]
-                where = {"WAITING_APPROVAL": f" (approval resumes at {step})"}.get(last, "")
-                click.echo(f"  status: {last}" + (where or (f" (step {step})" if step else "")))
-            if job["status"] in statuses:
-                return job
-            time.sleep(0.5)
-        raise click.ClickException(
-            f"job {job_id} did not reach {'/'.join(statuses)} in {timeout:g}s"
-        )
+    supervisor.run(port)
 
 
 @main.command(with_appcontext=False)
@@ -269,72 +224,21 @@ class _Client:
 def demo(url: str | None, token: str | None, timeout: float) -> None:
     """Run the guide's workflow: enqueue code-generation, approve it, see it complete."""
     from app.config import dev_state
+    from app.dev import demo as walkthrough
 
     url = url or dev_state().get("web_url") or "http://127.0.0.1:8000"
-    revoke = None
+    app = revoke = None
     if not token:
-        revoke, token = _temporary_admin_token()
+        app = _app_or_fail()
+        revoke, token = walkthrough.temporary_admin_token(app)
     try:
-        _run_demo(_Client(url, token), timeout)
+        job = walkthrough.run(walkthrough.Client(url, token), timeout)
     finally:
         if revoke:
-            with _create_app().app_context():
+            with app.app_context():
                 from app.auth import revoke_token
 
                 revoke_token(revoke)
-
-
-def _temporary_admin_token() -> tuple[uuid.UUID, str]:
-    from app.auth import create_token
-    from app.auth import create_user
-    from app.extensions import db
-    from app.models import User
-
-    app = _app_or_fail()
-    with app.app_context():
-        admin = db.session.scalars(sa.select(User).where(User.is_admin).limit(1)).first()
-        if admin is None:
-            _user, row, token = create_user("demo-admin", admin=True)
-        else:
-            row, token = create_token(admin)
-        return row.id, token
-
-
-def _run_demo(api: _Client, timeout: float) -> None:
-    click.echo(f"1. Enqueue a code-generation job at {api.base}")
-    job = api(
-        "POST",
-        "/api/agent-jobs",
-        {
-            "jobType": "code-generation",
-            "taskDescription": "Generate user authentication module",
-            "inputData": {
-                "files": [
-                    {
-                        "path": "lib/auth.py",
-                        "content": "def authenticate(token):\n    return bool(token)\n",
-                    }
-                ]
-            },
-            "priority": 8,
-        },
-    )["job"]
-    click.echo(f"  job {job['id']} is {job['status']}")
-    click.echo("2. Worker processes the job until its approval checkpoint")
-    api.wait_for(job["id"], {"WAITING_APPROVAL", "FAILED"}, timeout)
-    checkpoints = api("GET", f"/api/agent-jobs/{job['id']}/checkpoints")["checkpoints"]
-    pending = next(c for c in checkpoints if c["status"] == "PENDING")
-    files = ", ".join(f["path"] for f in pending["data"]["files"])
-    click.echo(f"3. Checkpoint {pending['id']}: {pending['title']} ({files})")
-    api("POST", f"/api/admin/agent-checkpoints/{pending['id']}", {"reason": "Looks good (demo)"})
-    click.echo("  approved")
-    click.echo("4. The continuation runs")
-    job = api.wait_for(job["id"], {"COMPLETED", "FAILED"}, timeout)
-    if job["status"] != "COMPLETED":
-        raise click.ClickException(f"job failed: {job['error']}")
-    click.echo(f"  result: {json.dumps(job['result'])}")
-    for entry in api("GET", f"/api/agent-jobs/{job['id']}")["job"]["logs"]:
-        click.echo(f"  log [{entry['kind']}] {entry['message']}")
     click.echo(f"{OK} Demo complete: job {job['id']} is COMPLETED")
 
 

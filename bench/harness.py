@@ -125,8 +125,8 @@ class Servers:
             self.database_url = os.environ["DATABASE_URL"]
             self.redis_url = os.environ["REDIS_URL"]
             return
-        from app.embedded import EmbeddedPostgres
-        from app.embedded import EmbeddedRedis
+        from app.dev.embedded import EmbeddedPostgres
+        from app.dev.embedded import EmbeddedRedis
 
         self.pg = EmbeddedPostgres(tmp / "postgres", database="agentq_bench", durable=True)
         self.redis = EmbeddedRedis(tmp / "redis")
@@ -304,7 +304,7 @@ class Bench:
     def web(self, app_spec: str = "app:create_app()", *, name: str = "web", **env: str) -> Web:
         """gunicorn as the Procfile runs it (``app.observability.gunicorn_conf``), serving
         ``app_spec``."""
-        from app.embedded import free_port
+        from app.dev.embedded import free_port
 
         port = free_port()
         argv = [

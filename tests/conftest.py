@@ -57,8 +57,8 @@ class Servers:
             self.database_url = os.environ["DATABASE_URL"]
             self.redis_url = os.environ["REDIS_URL"]
             return
-        from app.embedded import EmbeddedPostgres
-        from app.embedded import EmbeddedRedis
+        from app.dev.embedded import EmbeddedPostgres
+        from app.dev.embedded import EmbeddedRedis
 
         self.pg = EmbeddedPostgres(TMP / "postgres", database="agentq_test", durable=False)
         self.redis = EmbeddedRedis(TMP / "redis")

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app.embedded import free_port
+from app.dev.embedded import free_port
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]

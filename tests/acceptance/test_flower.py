@@ -20,7 +20,7 @@ import redis
 import requests
 
 from app.config import STEPS_QUEUE
-from app.embedded import free_port
+from app.dev.embedded import free_port
 from tests.conftest import ApiUser
 from tests.conftest import Process
 from tests.conftest import celery_process

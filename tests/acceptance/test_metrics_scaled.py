@@ -27,7 +27,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.mmap_dict import mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.embedded import free_port
+from app.dev.embedded import free_port
 from tests.conftest import TMP
 from tests.conftest import ApiUser
 from tests.conftest import Process

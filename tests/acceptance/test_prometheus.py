@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.embedded import free_port
+from app.dev.embedded import free_port
 from tests.conftest import ROOT
 from tests.conftest import Process
 from tests.conftest import celery_process

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from app.embedded import free_port
+from app.dev.embedded import free_port
 from tests.conftest import PASSWORD
 from tests.conftest import ROOT
 from tests.conftest import TMP

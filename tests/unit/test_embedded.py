@@ -1,4 +1,4 @@
-"""Tests for app.embedded: real Postgres/Redis subprocesses, real data on disk."""
+"""Tests for app.dev.embedded: real Postgres/Redis subprocesses, real data on disk."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import psycopg2
 import pytest
 import redis
 
-from app.embedded import EmbeddedPostgres
-from app.embedded import EmbeddedRedis
-from app.embedded import free_port
+from app.dev.embedded import EmbeddedPostgres
+from app.dev.embedded import EmbeddedRedis
+from app.dev.embedded import free_port
 
 
 def _procs_mentioning(path: Path) -> list[psutil.Process]:

@@ -111,8 +111,8 @@ def _processes(port: int, var: Path) -> dict[str, list[str]]:
 
 def run(port: int) -> None:
     """Run the embedded system until Ctrl-C (or SIGTERM)."""
-    from app.embedded import EmbeddedPostgres
-    from app.embedded import EmbeddedRedis
+    from app.dev.embedded import EmbeddedPostgres
+    from app.dev.embedded import EmbeddedRedis
 
     var = home()
     var.mkdir(parents=True, exist_ok=True)
