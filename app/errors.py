@@ -12,10 +12,8 @@
     ├── UnknownHandlerError      422: the job type has no registered handler
     ├── InvalidEdit              422: an approver's edited data does not fit the checkpoint
     ├── ConfigError              a setting is missing or wrong
-    └── HandlerError             raised by a step
-        ├── RetryableError       retried with backoff while attempts remain (as is any
-        │                        exception that is not a PermanentError)
-        └── PermanentError       fails the job at once, no retry
+    └── PermanentError           raised by a step: fails the job at once, no retry
+                                 (``app.framework``; any other exception is retried)
 """
 
 from __future__ import annotations
@@ -29,12 +27,9 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "ForbiddenError",
-    "HandlerError",
     "InvalidEdit",
     "InvalidTransition",
     "NotFoundError",
-    "PermanentError",
-    "RetryableError",
     "UnknownHandlerError",
     "field_messages",
 ]
@@ -128,15 +123,3 @@ def field_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
     else:
         flat[prefix or "body"] = [str(messages)]
     return flat
-
-
-class HandlerError(AgentqError):
-    code = "handler_error"
-
-
-class RetryableError(HandlerError):
-    code = "retryable"
-
-
-class PermanentError(HandlerError):
-    code = "permanent"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from app.framework.registry import APPROVAL_REQUIRED
-from app.framework.registry import Handler
-from app.framework.registry import StepContext
-from app.framework.registry import registry
+from app.framework import APPROVAL_REQUIRED
+from app.framework import Handler
+from app.framework import StepContext
+from app.framework import registry
 
 handler = registry.register(
     Handler("bench-approval", description="Ask for approval, then note when the next step starts")

@@ -1,1 +1,1 @@
-"""The job handlers; each module registers one handler (see ``app.framework.registry``)."""
+"""The job handlers; each module registers one handler (see ``app.framework``)."""

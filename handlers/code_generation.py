@@ -7,10 +7,11 @@ from marshmallow import ValidationError
 from marshmallow import fields
 from marshmallow import validate
 
-from app.framework.registry import APPROVAL_REQUIRED
-from app.framework.registry import Handler
-from app.framework.registry import StepContext
-from app.framework.registry import registry
+from app.framework import APPROVAL_REQUIRED
+from app.framework import FileDiff
+from app.framework import Handler
+from app.framework import StepContext
+from app.framework import registry
 from app.framework.workspace import NAME_MAX
 from app.framework.workspace import PATH_PATTERN
 from app.framework.workspace import path_problem
@@ -47,7 +48,7 @@ handler = registry.register(
 )
 
 
-@handler.step("propose", approval=True, edits=CodeGenerationInput)
+@handler.step("propose", approval=True, edits=CodeGenerationInput, view=FileDiff("files"))
 def propose(ctx: StepContext) -> dict:
     files = ctx.input["files"]
     for f in files:
@@ -61,8 +62,7 @@ def propose(ctx: StepContext) -> dict:
 
 @handler.step("write")
 def write(ctx: StepContext) -> dict:
-    edited = ctx.decision.data if ctx.decision else None
-    files = edited["files"] if edited and "files" in edited else ctx.input["files"]
+    files = ctx.approved("files", default=ctx.input["files"])
     written = ctx.workspace.write_all(files)
     ctx.log("completed", f"Wrote {len(written)} file(s)", data={"written": written})
     return {"written": written, "workspace": str(ctx.workspace.root)}

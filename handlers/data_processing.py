@@ -6,11 +6,12 @@ from marshmallow import Schema
 from marshmallow import fields
 from marshmallow import validate
 
-from app.errors import PermanentError
-from app.framework.registry import APPROVAL_REQUIRED
-from app.framework.registry import Handler
-from app.framework.registry import StepContext
-from app.framework.registry import registry
+from app.framework import APPROVAL_REQUIRED
+from app.framework import Handler
+from app.framework import PermanentError
+from app.framework import RecordsTable
+from app.framework import StepContext
+from app.framework import registry
 
 
 class DataProcessingInput(Schema):
@@ -36,7 +37,7 @@ handler = registry.register(
 )
 
 
-@handler.step("validate", approval=True, edits=RecordsEdit)
+@handler.step("validate", approval=True, edits=RecordsEdit, view=RecordsTable("records"))
 def validate_records(ctx: StepContext) -> dict:
     records = ctx.input["records"]
     columns = sorted({key for record in records for key in record})
@@ -49,10 +50,9 @@ def validate_records(ctx: StepContext) -> dict:
     return {"count": len(records), "columns": columns}
 
 
-@handler.step("transform", approval=True, edits=RecordsEdit)
+@handler.step("transform", approval=True, edits=RecordsEdit, view=RecordsTable("records"))
 def transform(ctx: StepContext) -> dict:
-    edited = ctx.decision.data if ctx.decision else None
-    records = edited["records"] if edited and "records" in edited else ctx.input["records"]
+    records = ctx.approved("records", default=ctx.input["records"])
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise PermanentError("records must be a list of objects")
     only = ctx.input.get("uppercase")
@@ -72,9 +72,6 @@ def transform(ctx: StepContext) -> dict:
 
 @handler.step("complete")
 def complete(ctx: StepContext) -> dict:
-    edited = ctx.decision.data if ctx.decision else None
-    records = (
-        edited["records"] if edited and "records" in edited else ctx.outputs["transform"]["records"]
-    )
+    records = ctx.approved("records", default=ctx.outputs["transform"]["records"])
     ctx.log("completed", f"Processed {len(records)} record(s)")
     return {"processed": len(records), "records": records}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.framework.registry import INFO
-from app.framework.registry import Handler
-from app.framework.registry import StepContext
-from app.framework.registry import registry
+from app.framework import INFO
+from app.framework import Handler
+from app.framework import StepContext
+from app.framework import registry
 
 handler = registry.register(Handler("simple-task", description="Log, note progress, complete"))
 

@@ -14,11 +14,10 @@ from pathlib import Path
 
 from celery.signals import before_task_publish
 
-from app.errors import RetryableError
-from app.framework.registry import APPROVAL_REQUIRED
-from app.framework.registry import Handler
-from app.framework.registry import StepContext
-from app.framework.registry import registry
+from app.framework import APPROVAL_REQUIRED
+from app.framework import Handler
+from app.framework import StepContext
+from app.framework import registry
 
 
 def mark(ctx: StepContext) -> None:
@@ -44,7 +43,7 @@ def wait(ctx: StepContext) -> dict:
     deadline = time.monotonic() + 60
     while not Path(ctx.input["gate"]).exists():
         if time.monotonic() > deadline:
-            raise RetryableError("gate never opened")
+            raise TimeoutError("gate never opened")
         time.sleep(0.05)
     return {"waited": True}
 

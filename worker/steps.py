@@ -33,9 +33,9 @@ from flask import current_app
 from app import queries
 from app import sql
 from app import state
-from app.errors import PermanentError
-from app.framework.registry import Step
-from app.framework.registry import StepContext
+from app.framework import PermanentError
+from app.framework import Step
+from app.framework import StepContext
 from app.framework.registry import registry
 from app.framework.workspace import Workspace
 from app.observability import instruments

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from pathlib import PurePosixPath
 
-from app.errors import PermanentError
+from app.framework.errors import PermanentError
 
 #: The longest file or directory name the file systems agentq runs on take, in bytes.
 NAME_MAX = 255

@@ -4,11 +4,11 @@ import os
 
 import pytest
 
-from app.errors import PermanentError
 from app.errors import UnknownHandlerError
-from app.framework.registry import Handler
+from app.framework import Handler
+from app.framework import PermanentError
+from app.framework import Step
 from app.framework.registry import Registry
-from app.framework.registry import Step
 from app.framework.workspace import Workspace
 from app.framework.workspace import path_problem
 from app.state import ALLOWED
