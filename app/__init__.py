@@ -2,6 +2,13 @@
 
 ``create_app`` builds the Flask app of every process: web (gunicorn), worker and
 beat (through ``worker.celery_app``) and the ``agentq`` CLI.
+
+The layers, each importing only those below it: ``status`` (the vocabulary), then
+``config``, ``errors``, ``extensions``, ``models``, ``sql``; the handler framework
+(``framework``); the domain (``queries``, ``joblog``, ``outbox``, ``state``, ``events``,
+``review``, ``fleet``, ``paging``, ``health``); then the faces: ``api``, ``admin``, ``cli``.
+``observability`` listens to the domain's events and is wired in here; ``dev`` is
+tooling; ``worker`` (the Celery runtime) and ``handlers`` (the job types) sit on top.
 """
 
 from __future__ import annotations
@@ -12,11 +19,18 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app import admin
+from app import api
+from app import broker
+from app import limits
+from app import outbox
 from app.config import Config
 from app.errors import ConfigError
 from app.extensions import db
 from app.extensions import migrate
 from app.framework.registry import load_handlers
+from app.observability import logs
+from app.observability import sentry
 
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
 
@@ -50,21 +64,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
 
-    from app import admin
-    from app import api
+    # Imported here, not at the top: prometheus_client picks its multiprocess mode when it
+    # is first imported, and a worker must set its directory first (``worker.celery_app``);
+    # and ``cli`` builds its apps with this function, so its module imports this one.
     from app import cli
-    from app import limits
-    from app.observability import logs
+    from app.observability import instruments
     from app.observability import scrape
-    from app.observability import sentry
-    from worker import celery_app
-    from worker.outbox import Dispatcher
 
     # Logs first: the request id is bound before any other hook may answer a request.
     logs.init_app(app)
     sentry.init_app(app)
-    celery_app.init_app(app)
-    app.extensions["agentq.dispatcher"] = Dispatcher(app)
+    instruments.listen()
+    broker.init_app(app)
+    outbox.init_app(app)
     limits.init_app(app)
     api.init_app(app)
     admin.init_app(app)

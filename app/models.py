@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,11 @@ from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.dialects.postgresql import JSONB
 
 from app.extensions import db
+from app.status import CheckpointStatus
+from app.status import CheckpointType
+from app.status import JobStatus
+from app.status import Outcome
+from app.status import StepStatus
 
 UUID = sa.Uuid(as_uuid=True)
 NOW = sa.text("clock_timestamp()")
@@ -33,15 +39,12 @@ def _ts(nullable: bool = False) -> so.Mapped[Any]:
     return so.mapped_column(sa.DateTime(timezone=True), server_default=NOW, nullable=False)
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _in(column: str, vocabulary: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in vocabulary)})"
 
 
-JOB_STATUSES = ("PENDING", "RUNNING", "WAITING_APPROVAL", "COMPLETED", "FAILED", "CANCELLED")
-STEP_STATUSES = ("running", "succeeded", "failed", "lost", "discarded", "cancelled")
-CHECKPOINT_TYPES = ("INFO", "APPROVAL_REQUIRED")
-CHECKPOINT_STATUSES = ("RECORDED", "PENDING", "APPROVED", "REJECTED", "EXPIRED", "CANCELLED")
-OUTCOMES = ("APPROVED", "REJECTED")
+def _is(column: str, value: StrEnum) -> sa.TextClause:
+    return sa.text(f"{column} = '{value.value}'")
 
 
 class User(UserMixin, db.Model):
@@ -76,7 +79,7 @@ class Job(db.Model):
     __tablename__ = "jobs"
     __table_args__ = (
         sa.CheckConstraint("priority BETWEEN 0 AND 10", name="priority_range"),
-        sa.CheckConstraint(_in("status", JOB_STATUSES), name="status_known"),
+        sa.CheckConstraint(_in("status", JobStatus), name="status_known"),
         sa.Index("ix_jobs_created", sa.text("created_at DESC"), sa.text("id DESC")),
         sa.Index("ix_jobs_user_created", "user_id", sa.text("created_at DESC"), sa.text("id DESC")),
         sa.Index(
@@ -97,7 +100,7 @@ class Job(db.Model):
     task_description: so.Mapped[str] = so.mapped_column(sa.Text)
     input_data: so.Mapped[dict] = so.mapped_column(JSONB, server_default=sa.text("'{}'::jsonb"))
     priority: so.Mapped[int] = so.mapped_column(sa.SmallInteger, server_default=sa.text("5"))
-    status: so.Mapped[str] = so.mapped_column(sa.String(20), server_default="PENDING")
+    status: so.Mapped[str] = so.mapped_column(sa.String(20), server_default=JobStatus.PENDING.value)
     #: The step to run next, or running now; NULL once the job is COMPLETED.
     current_step: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     #: The job_steps row that holds the claim on current_step, NULL when nobody does.
@@ -126,12 +129,12 @@ class JobStep(db.Model):
     __tablename__ = "job_steps"
     __table_args__ = (
         sa.UniqueConstraint("job_id", "step", "attempt", name="uq_job_steps_attempt"),
-        sa.CheckConstraint(_in("status", STEP_STATUSES), name="status_known"),
+        sa.CheckConstraint(_in("status", StepStatus), name="status_known"),
         sa.Index("ix_job_steps_job", "job_id", "started_at"),
         sa.Index(
             "ix_job_steps_lease",
             "lease_expires_at",
-            postgresql_where=sa.text("status = 'running'"),
+            postgresql_where=_is("status", StepStatus.RUNNING),
         ),
     )
 
@@ -139,7 +142,9 @@ class JobStep(db.Model):
     job_id: so.Mapped[uuid.UUID] = so.mapped_column(sa.ForeignKey("jobs.id", ondelete="CASCADE"))
     step: so.Mapped[str] = so.mapped_column(sa.String(100))
     attempt: so.Mapped[int]
-    status: so.Mapped[str] = so.mapped_column(sa.String(20), server_default="running")
+    status: so.Mapped[str] = so.mapped_column(
+        sa.String(20), server_default=StepStatus.RUNNING.value
+    )
     output: so.Mapped[Any | None] = so.mapped_column(JSONB)
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     traceback: so.Mapped[str | None] = so.mapped_column(sa.Text)
@@ -153,26 +158,28 @@ class JobStep(db.Model):
 class Checkpoint(db.Model):
     __tablename__ = "checkpoints"
     __table_args__ = (
-        sa.CheckConstraint(_in("type", CHECKPOINT_TYPES), name="type_known"),
-        sa.CheckConstraint(_in("status", CHECKPOINT_STATUSES), name="status_known"),
+        sa.CheckConstraint(_in("type", CheckpointType), name="type_known"),
+        sa.CheckConstraint(_in("status", CheckpointStatus), name="status_known"),
         sa.CheckConstraint("(type = 'INFO') = (status = 'RECORDED')", name="info_never_blocks"),
         sa.Index("ix_checkpoints_job", "job_id", "created_at"),
         sa.Index(
             "ix_checkpoints_pending",
             "created_at",
             "id",
-            postgresql_where=sa.text("status = 'PENDING'"),
+            postgresql_where=_is("status", CheckpointStatus.PENDING),
         ),
         sa.Index(
             "ix_checkpoints_expiring",
             "expires_at",
-            postgresql_where=sa.text("status = 'PENDING' AND expires_at IS NOT NULL"),
+            postgresql_where=sa.and_(
+                _is("status", CheckpointStatus.PENDING), sa.text("expires_at IS NOT NULL")
+            ),
         ),
         sa.Index(
             "uq_checkpoints_one_pending_per_job",
             "job_id",
             unique=True,
-            postgresql_where=sa.text("status = 'PENDING'"),
+            postgresql_where=_is("status", CheckpointStatus.PENDING),
         ),
     )
 
@@ -196,7 +203,7 @@ class Checkpoint(db.Model):
 
 class Decision(db.Model):
     __tablename__ = "decisions"
-    __table_args__ = (sa.CheckConstraint(_in("outcome", OUTCOMES), name="outcome_known"),)
+    __table_args__ = (sa.CheckConstraint(_in("outcome", Outcome), name="outcome_known"),)
 
     id: so.Mapped[uuid.UUID] = _id()
     #: Unique: a checkpoint is decided exactly once.

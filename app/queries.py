@@ -14,8 +14,10 @@ from app.models import Checkpoint
 from app.models import Job
 from app.models import JobLog
 from app.models import JobStep
-from app.sql import queries as sql
 from app.sql import run
+from app.sql import statements
+from app.status import CheckpointStatus
+from app.status import JobStatus
 
 
 def get_job(job_id: uuid.UUID) -> Job:
@@ -43,7 +45,7 @@ def pending_checkpoints(*, job_type: str | None = None) -> sa.Select:
     stmt = (
         sa.select(Checkpoint)
         .join(Job, Job.id == Checkpoint.job_id)
-        .where(Checkpoint.status == "PENDING")
+        .where(Checkpoint.status == CheckpointStatus.PENDING)
         .order_by(Checkpoint.created_at, Checkpoint.id)
     )
     if job_type:
@@ -134,31 +136,31 @@ def job_steps(job_id: uuid.UUID) -> list[JobStep]:
 
 def job_counts() -> dict[str, int]:
     """Jobs by status, every status present (zero when none)."""
-    from app.state import JobStatus
-
     counts = {s.value: 0 for s in JobStatus}
-    counts.update({row.status: row.n for row in db.session.execute(sql["job_counts"])})
+    counts.update({row.status: row.n for row in db.session.execute(statements["job_counts"])})
     return counts
 
 
 def pending_checkpoint_count() -> int:
     return db.session.scalar(
-        sa.select(sa.func.count()).select_from(Checkpoint).where(Checkpoint.status == "PENDING")
+        sa.select(sa.func.count())
+        .select_from(Checkpoint)
+        .where(Checkpoint.status == CheckpointStatus.PENDING)
     )
 
 
 def oldest_pending_checkpoint_age() -> float:
     """Seconds since the oldest pending checkpoint's creation (0 when none is pending)."""
-    return db.session.scalar(sql["oldest_pending_checkpoint_age"])
+    return db.session.scalar(statements["oldest_pending_checkpoint_age"])
 
 
 def lapsed_leases(limit: int = 100) -> list[sa.Row]:
-    return db.session.execute(sql["lapsed_leases"], {"limit": limit}).all()
+    return db.session.execute(statements["lapsed_leases"], {"limit": limit}).all()
 
 
 def stalled_jobs(stall_seconds: float, limit: int = 100) -> list[sa.Row]:
     return db.session.execute(
-        sql["stalled_jobs"], {"stall_seconds": stall_seconds, "limit": limit}
+        statements["stalled_jobs"], {"stall_seconds": stall_seconds, "limit": limit}
     ).all()
 
 
@@ -167,23 +169,27 @@ def held_steps(pairs: list[tuple[uuid.UUID, str]]) -> set[tuple[uuid.UUID, str]]
     if not pairs:
         return set()
     job_ids, steps = zip(*pairs, strict=True)
-    rows = db.session.execute(sql["held_steps"], {"job_ids": list(job_ids), "steps": list(steps)})
+    rows = db.session.execute(
+        statements["held_steps"], {"job_ids": list(job_ids), "steps": list(steps)}
+    )
     return {(row.job_id, row.step) for row in rows}
 
 
 def awaits_message(job_id: uuid.UUID, step: str) -> bool:
     """True when the job waits at ``step`` for a message: runnable, unclaimed, no intent."""
-    return db.session.execute(sql["awaits_message"], {"job_id": job_id, "step": step}).scalar()
+    return db.session.execute(
+        statements["awaits_message"], {"job_id": job_id, "step": step}
+    ).scalar()
 
 
 def expired_checkpoints(limit: int = 100) -> list[uuid.UUID]:
-    return list(db.session.scalars(sql["expired_checkpoints"], {"limit": limit}))
+    return list(db.session.scalars(statements["expired_checkpoints"], {"limit": limit}))
 
 
 def outbox_backlog() -> sa.Row:
     """``backlog``: outbox rows not yet published; ``oldest_age``: seconds since the oldest's
     creation (0 when there is none)."""
-    return db.session.execute(sql["outbox_backlog"]).one()
+    return db.session.execute(statements["outbox_backlog"]).one()
 
 
 def recent_job_logs(job_id: uuid.UUID, limit: int = 100) -> list[sa.Row]:

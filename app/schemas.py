@@ -16,9 +16,10 @@ from marshmallow import validates_schema
 
 from app.config import MAX_PRIORITY
 from app.errors import UnknownHandlerError
-from app.framework.registry import Handler
+from app.framework import Handler
 from app.framework.registry import registry
-from app.state import Outcome
+from app.status import JobStatus
+from app.status import Outcome
 
 #: The deepest nesting accepted in JSON data. Every later json.dumps of it (the jsonb
 #: insert, the response, the worker) must manage it too, well within Python's recursion limit.
@@ -74,7 +75,7 @@ def _at(path: tuple, message: str) -> ValidationError:
 #: What the OpenAPI document says of a string ``storable`` checks: no NUL characters. (Nor
 #: unpaired surrogates, which JSON can escape but a pattern cannot name.)
 STORABLE_TEXT = r"^[^\x00]*$"
-#: A paging cursor (``app.api.paging``): the microseconds since the epoch of the last row's
+#: A paging cursor (``app.paging``): the microseconds since the epoch of the last row's
 #: creation (up to the year 2286), a dot, and the 32 hex digits of its id. Every string of this
 #: form is a place in the order, so none that matches is refused.
 CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{32}$"
@@ -228,11 +229,7 @@ class JobListArgs(CamelSchema):
     """A jobs list's filters and page, as the admin pages take them: a job type no handler
     serves any more can still be filtered on."""
 
-    status = fields.String(
-        validate=validate.OneOf(
-            ["PENDING", "RUNNING", "WAITING_APPROVAL", "COMPLETED", "FAILED", "CANCELLED"]
-        )
-    )
+    status = fields.String(validate=validate.OneOf([s.value for s in JobStatus]))
     job_type = fields.String(validate=storable)
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = Cursor()

@@ -4,23 +4,14 @@ Every transition is one conditional UPDATE (``... WHERE status IN <allowed>``), 
 two racing actors cannot both win; the loser gets ``InvalidTransition`` (or, for a
 checkpoint, ``AlreadyDecided`` carrying the first decision). The same transaction
 writes the ledger, checkpoint, decision and log rows and, when work must run, the
-outbox row; the outbox row is published only after the commit (``_publish``).
+outbox row; the outbox row is published only after the commit (``outbox.publish``), and
+what happened is announced only then (``app.events``: metrics listen there).
 
 The hot paths (a submission, a step's claim, result or failure, a decision) are each
 one statement of ``app/sql/hot.sql``, which commits on its own: its guarded UPDATE
 comes first and every other write selects from it, so nothing is written when the
-guard does not hold. ``ALLOWED`` below still decides which statuses each may leave.
+guard does not hold. ``app.status.ALLOWED`` decides which statuses each may leave.
 Every path that takes a checkpoint's job and the checkpoint locks the job first.
-
-::
-
-    PENDING ──claim──▶ RUNNING ──step returns──▶ RUNNING (next step, same chain)
-       ▲                  │ approval checkpoint
-       │ approve          ▼
-       └──────────── WAITING_APPROVAL ──reject / expire──▶ FAILED
-    RUNNING ──last step──▶ COMPLETED        RUNNING ──error after retries──▶ FAILED
-    RUNNING ──error, attempts left──▶ PENDING (same step, after a backoff)
-    any non-final ──cancel──▶ CANCELLED     FAILED | CANCELLED ──retry──▶ PENDING
 """
 
 from __future__ import annotations
@@ -29,18 +20,17 @@ import json
 import uuid
 from dataclasses import dataclass
 from dataclasses import field
-from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from flask import current_app
 from marshmallow import ValidationError
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import auth
+from app import events
+from app import joblog
+from app import outbox
 from app.auth import ADMINS_ONLY
 from app.auth import INVALID_TOKEN
 from app.errors import AlreadyDecided
@@ -51,103 +41,27 @@ from app.errors import InvalidEdit
 from app.errors import InvalidTransition
 from app.errors import NotFoundError
 from app.errors import UnknownHandlerError
+from app.events import FinishedJob
 from app.extensions import db
-from app.framework.registry import APPROVAL_REQUIRED
-from app.framework.registry import Decision as StepDecision
+from app.framework import APPROVAL_REQUIRED
+from app.framework import Approval as StepDecision
 from app.framework.registry import registry
+from app.joblog import LogLine
+from app.joblog import LogRecord
 from app.models import Checkpoint
 from app.models import Decision
-from app.models import FleetState
 from app.models import Job
-from app.models import JobLog
 from app.models import JobStep
 from app.models import Outbox
-from app.observability import instruments
-from app.observability import sentry
+from app.outbox import Dispatch
 from app.sql import run
 from app.sql import run_one
-
-
-class JobStatus(StrEnum):
-    """A job's status; upper case, as the guide's API shows them."""
-
-    #: Queued for a worker (new, approved, retried, or waiting out a retry backoff).
-    PENDING = "PENDING"
-    #: A step is running, or the next step of the same chain is about to.
-    RUNNING = "RUNNING"
-    #: Parked at an APPROVAL_REQUIRED checkpoint; holds no worker and no broker message.
-    WAITING_APPROVAL = "WAITING_APPROVAL"
-    #: The last step returned; ``result`` holds what it returned.
-    COMPLETED = "COMPLETED"
-    #: Rejected, expired, or a step failed after its attempts; ``error`` says why.
-    FAILED = "FAILED"
-    #: Cancelled by its owner or an admin.
-    CANCELLED = "CANCELLED"
-
-
-class StepStatus(StrEnum):
-    """The status of one step attempt in the ledger."""
-
-    #: Holds the job's claim and renews its lease.
-    RUNNING = "running"
-    #: Returned, and advanced the job.
-    SUCCEEDED = "succeeded"
-    #: Raised; the job was retried or failed.
-    FAILED = "failed"
-    #: Its lease lapsed (worker died) and another attempt took the step.
-    LOST = "lost"
-    #: Finished after losing its claim; its result changed nothing.
-    DISCARDED = "discarded"
-    #: The job was cancelled while it ran.
-    CANCELLED = "cancelled"
-
-
-class CheckpointStatus(StrEnum):
-    #: An INFO checkpoint: recorded, never blocks, never pending.
-    RECORDED = "RECORDED"
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
-    REJECTED = "REJECTED"
-    EXPIRED = "EXPIRED"
-    CANCELLED = "CANCELLED"
-
-
-class Outcome(StrEnum):
-    APPROVED = "APPROVED"
-    REJECTED = "REJECTED"
-
-
-#: Which statuses each status may move to.
-ALLOWED: dict[JobStatus, set[JobStatus]] = {
-    # PENDING -> PENDING: a stalled job dispatched again.
-    JobStatus.PENDING: {JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLED},
-    JobStatus.RUNNING: {
-        JobStatus.RUNNING,
-        JobStatus.PENDING,
-        JobStatus.WAITING_APPROVAL,
-        JobStatus.COMPLETED,
-        JobStatus.FAILED,
-        JobStatus.CANCELLED,
-    },
-    JobStatus.WAITING_APPROVAL: {
-        JobStatus.PENDING,
-        JobStatus.COMPLETED,
-        JobStatus.FAILED,
-        JobStatus.CANCELLED,
-    },
-    JobStatus.COMPLETED: set(),
-    JobStatus.FAILED: {JobStatus.PENDING},
-    JobStatus.CANCELLED: {JobStatus.PENDING},
-}
-
-
-#: Statuses a job never leaves.
-FINAL = {status for status, targets in ALLOWED.items() if not targets}
-
-
-def sources(target: JobStatus) -> list[str]:
-    """The statuses from which ``target`` may be reached."""
-    return [s.value for s, targets in ALLOWED.items() if target in targets]
+from app.status import CheckpointStatus
+from app.status import JobStatus
+from app.status import Outcome
+from app.status import StepOutcome
+from app.status import StepStatus
+from app.status import sources
 
 
 def _now() -> sa.ColumnElement:
@@ -169,12 +83,12 @@ def _transition(
     :raises InvalidTransition: when the job is not in a status that allows it
         (or an extra ``where`` condition does not hold).
     """
-    allowed = sources(target) if from_ is None else [s.value for s in from_]
-    if not set(allowed) <= set(sources(target)):
+    allowed = sources(target) if from_ is None else frozenset(from_)
+    if not allowed <= sources(target):
         raise ValueError(f"{sorted(allowed)} -> {target.value} is not in the transition table")
     stmt = (
         sa.update(Job)
-        .where(Job.id == job_id, Job.status.in_(allowed), *where)
+        .where(Job.id == job_id, Job.status.in_([s.value for s in allowed]), *where)
         .values(status=target.value, updated_at=_now(), **values)
         .returning(Job)
         .execution_options(synchronize_session=False)
@@ -196,23 +110,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-@dataclass(frozen=True)
-class Dispatch:
-    """A committed dispatch intent (an outbox row): run ``step`` of the job."""
-
-    outbox_id: uuid.UUID
-    job_id: uuid.UUID
-    step: str
-    job_type: str
-    priority: int
-    #: The Sentry trace of the transaction that wrote it, which its publisher continues.
-    traceparent: str | None = None
-    baggage: str | None = None
-
-
 def _outbox(job: Job, step: str) -> Dispatch:
     """Add a dispatch intent for ``step`` of the job to the session's transaction."""
-    trace = sentry.trace_headers()
+    trace = outbox.trace()
     row = Outbox(job_id=job.id, step=step, **trace)
     db.session.add(row)
     db.session.flush()
@@ -222,63 +122,19 @@ def _outbox(job: Job, step: str) -> Dispatch:
 def _commit(dispatch: list[Dispatch] = ()) -> None:
     """Commit the session, then publish its dispatch intents (never before the commit)."""
     db.session.commit()
-    _publish(dispatch)
+    outbox.publish(dispatch)
 
 
-def _publish(dispatch: list[Dispatch]) -> None:
-    if dispatch:
-        current_app.extensions["agentq.dispatcher"].publish(dispatch)
+def _values(statuses: frozenset[JobStatus]) -> list[str]:
+    """Statuses as a statement's array parameter takes them."""
+    return sorted(s.value for s in statuses)
 
 
-def add_log(
-    job_id: uuid.UUID, kind: str, message: str, *, step: str | None = None, data: Any = None
-) -> None:
-    """Add a job log line to the current transaction."""
-    db.session.add(JobLog(job_id=job_id, step=step, kind=kind, message=message, data=data))
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """A job log line a step wrote, stamped when it was written."""
-
-    kind: str
-    message: str
-    step: str | None = None
-    data: Any = None
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def row(self) -> dict:
-        return {
-            "kind": self.kind,
-            "message": self.message,
-            "step": self.step,
-            "data": self.data,
-            "at": self.at.isoformat(),
-        }
-
-
-def _lines(lines: list[LogLine]) -> str:
-    return _json([line.row() for line in lines])
-
-
-def write_logs(job_id: uuid.UUID, lines: list[LogLine]) -> None:
-    """Write log lines of a running step, so its progress shows while it runs."""
-    run("append_logs", job_id=job_id, logs=_lines(lines))
+def _finished(job: Job | Any) -> FinishedJob:
+    return FinishedJob(job.status, job.job_type, job.created_at, job.finished_at)
 
 
 # -- Jobs ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LogRecord:
-    """A job log line as written."""
-
-    id: uuid.UUID
-    kind: str
-    message: str
-    created_at: datetime
-    step: str | None = None
-    data: Any = None
 
 
 @dataclass(frozen=True)
@@ -328,7 +184,7 @@ def enqueue(
     """
     step = registry.get(job_type).steps[0].name
     message = f"Job queued at priority {priority}"
-    trace = sentry.trace_headers()
+    trace = outbox.trace()
     row = run_one(
         "enqueue",
         user_id=user_id,
@@ -337,7 +193,7 @@ def enqueue(
         task_description=task_description,
         input_data=_json(input_data),
         priority=priority,
-        status=JobStatus.PENDING.value,
+        status=JobStatus.PENDING,
         step=step,
         idempotency_key=idempotency_key,
         message=message,
@@ -350,8 +206,8 @@ def enqueue(
     if row.id is None:
         existing = _by_idempotency_key(row.user_id, idempotency_key)
         return _same_request(existing, job_type, task_description, input_data, priority)
-    instruments.record_job_created(job_type, committed=True)
-    _publish([Dispatch(row.outbox_id, row.id, step, job_type, priority, **trace)])
+    outbox.publish([Dispatch(row.outbox_id, row.id, step, job_type, priority, **trace)])
+    events.job_created.send(job_type)
     return NewJob(
         id=row.id,
         user_id=row.user_id,
@@ -421,9 +277,10 @@ def cancel(job_id: uuid.UUID, *, by: str) -> Job:
         .values(status=CheckpointStatus.CANCELLED.value, decided_at=_now())
     )
     db.session.execute(sa.delete(Outbox).where(Outbox.job_id == job_id))
-    add_log(job_id, "cancelled", f"Job cancelled by {by}")
-    instruments.record_job_finished(job)
+    joblog.add(job_id, "cancelled", f"Job cancelled by {by}")
+    finished = _finished(job)
     _commit()
+    events.job_finished.send(finished.job_type, job=finished)
     return job
 
 
@@ -454,7 +311,7 @@ def retry(job_id: uuid.UUID, *, by: str) -> Job:
             f": the edit approved at its checkpoint does not fit ({bad_edit.problems}),"
             " so the review opens again"
         )
-    add_log(job_id, "retried", message)
+    joblog.add(job_id, "retried", message)
     _commit([_outbox(job, job.current_step)])
     return job
 
@@ -527,7 +384,7 @@ def claim_step(
         step=step,
         attempt_id=attempt_id,
         status=JobStatus.RUNNING.value,
-        from_statuses=sources(JobStatus.RUNNING),
+        from_statuses=_values(sources(JobStatus.RUNNING)),
         worker=worker,
         task_id=task_id,
         lease_seconds=lease_seconds,
@@ -565,9 +422,9 @@ def _discard(claim: Claim, lines: list[LogLine], **values: Any) -> str:
         output=_json(values.get("output")),
         error=values.get("error"),
         traceback=values.get("traceback"),
-        logs=_lines(lines),
+        logs=joblog.as_json(lines),
     )
-    return "discarded"
+    return StepOutcome.DISCARDED
 
 
 def finish_step(
@@ -580,20 +437,20 @@ def finish_step(
 ) -> str:
     """Record a step's result and advance the job, in one statement.
 
-    Returns what happened: ``"advanced"`` (the next step runs; dispatched through
-    the outbox unless ``chain_continues``), ``"waiting"`` (an approval checkpoint
-    parked the job), ``"completed"``, or ``"discarded"`` (the attempt had lost its
+    Returns what happened: ``ADVANCED`` (the next step runs; dispatched through
+    the outbox unless ``chain_continues``), ``WAITING`` (an approval checkpoint
+    parked the job), ``COMPLETED``, or ``DISCARDED`` (the attempt had lost its
     claim, e.g. the job was cancelled: nothing changed). ``logs`` are the lines the
     step wrote that are not in the database yet.
     """
     nxt = registry.get(claim.job_type).next_step(claim.step)
     blocking = any(c["type"] == APPROVAL_REQUIRED for c in checkpoints)
     if blocking:
-        target, outcome = JobStatus.WAITING_APPROVAL, "waiting"
+        target, outcome = JobStatus.WAITING_APPROVAL, StepOutcome.WAITING
     elif nxt is not None:
-        target, outcome = JobStatus.RUNNING, "advanced"
+        target, outcome = JobStatus.RUNNING, StepOutcome.ADVANCED
     else:
-        target, outcome = JobStatus.COMPLETED, "completed"
+        target, outcome = JobStatus.COMPLETED, StepOutcome.COMPLETED
     lines = list(logs)
     opened = []
     for c in checkpoints:
@@ -610,35 +467,35 @@ def finish_step(
             }
         )
         lines.append(LogLine("checkpoint", f"{c['type']} checkpoint: {c['title']}", claim.step))
-    if outcome == "completed":
+    if outcome == StepOutcome.COMPLETED:
         lines.append(LogLine("completed", "Job completed", claim.step))
-    dispatch = outcome == "advanced" and not chain_continues
-    trace = sentry.trace_headers() if dispatch else {}
+    dispatch = outcome == StepOutcome.ADVANCED and not chain_continues
+    trace = outbox.trace() if dispatch else {}
     row = run_one(
         "finish_step",
         job_id=claim.job_id,
         attempt_id=claim.attempt_id,
         step=claim.step,
         status=target.value,
-        from_statuses=sources(target),
-        advanced=outcome == "advanced",
-        completed=outcome == "completed",
+        from_statuses=_values(sources(target)),
+        advanced=outcome == StepOutcome.ADVANCED,
+        completed=outcome == StepOutcome.COMPLETED,
         next_step=nxt.name if nxt else None,
         output=_json(output),
         checkpoints=_json(opened),
-        logs=_lines(lines),
+        logs=joblog.as_json(lines),
         dispatch=dispatch,
         traceparent=trace.get("traceparent"),
         baggage=trace.get("baggage"),
     )
     if row is None:
         return _discard(claim, list(logs), output=output)
-    if outcome == "completed":
-        instruments.record_job_finished(row, committed=True)
     if row.outbox_id is not None:
-        _publish(
+        outbox.publish(
             [Dispatch(row.outbox_id, claim.job_id, nxt.name, claim.job_type, row.priority, **trace)]
         )
+    if outcome == StepOutcome.COMPLETED:
+        events.job_finished.send(row.job_type, job=_finished(row))
     return outcome
 
 
@@ -647,15 +504,15 @@ def fail_step(
 ) -> str:
     """Record a step's exception; retry it after a backoff or fail the job (one statement).
 
-    Returns ``"retrying"``, ``"failed"``, or ``"discarded"`` when the attempt had
-    lost its claim.
+    Returns ``RETRYING``, ``FAILED``, or ``DISCARDED`` when the attempt had lost its
+    claim.
     """
     step = registry.get(claim.job_type).get_step(claim.step)
     retrying = not permanent and claim.step_attempts < step.max_attempts
     lines = list(logs)
     delay = step.backoff(claim.step_attempts) if retrying else 0.0
     if retrying:
-        target, from_ = JobStatus.PENDING, [JobStatus.RUNNING.value]
+        target, from_ = JobStatus.PENDING, frozenset({JobStatus.RUNNING})
         lines.append(
             LogLine(
                 "error",
@@ -667,28 +524,29 @@ def fail_step(
     else:
         target, from_ = JobStatus.FAILED, sources(JobStatus.FAILED)
         lines.append(LogLine("error", f"Step {claim.step} failed: {error}", claim.step))
-    trace = sentry.trace_headers() if retrying else {}
+    trace = outbox.trace() if retrying else {}
     row = run_one(
         "fail_step",
         job_id=claim.job_id,
         attempt_id=claim.attempt_id,
         step=claim.step,
         status=target.value,
-        from_statuses=from_,
+        from_statuses=_values(from_),
         retrying=retrying,
         job_error=f"{claim.step}: {error}",
         error=error,
         traceback=traceback,
         delay=delay,
-        logs=_lines(lines),
+        logs=joblog.as_json(lines),
         traceparent=trace.get("traceparent"),
         baggage=trace.get("baggage"),
     )
     if row is None:
         return _discard(claim, list(logs), error=error, traceback=traceback)
-    if not retrying:
-        instruments.record_job_finished(row, committed=True)
-    return "retrying" if retrying else "failed"
+    if retrying:
+        return StepOutcome.RETRYING
+    events.job_finished.send(row.job_type, job=_finished(row))
+    return StepOutcome.FAILED
 
 
 def release_lapsed(attempt_id: uuid.UUID, job_id: uuid.UUID, step: str) -> bool:
@@ -713,7 +571,7 @@ def release_lapsed(attempt_id: uuid.UUID, job_id: uuid.UUID, step: str) -> bool:
             error="claim lease lapsed: the worker stopped renewing it",
         )
     )
-    add_log(job_id, "recovered", f"Step {step} lost its worker; queued again", step=step)
+    joblog.add(job_id, "recovered", f"Step {step} lost its worker; queued again", step=step)
     _commit([_outbox(job, step)])
     return True
 
@@ -736,7 +594,7 @@ def redispatch_stalled(job_id: uuid.UUID, step: str, *, stall_seconds: float) ->
     except InvalidTransition:
         db.session.rollback()
         return False
-    add_log(job_id, "recovered", f"Step {step} was not dispatched; queued again", step=step)
+    joblog.add(job_id, "recovered", f"Step {step} was not dispatched; queued again", step=step)
     _commit([_outbox(job, step)])
     return True
 
@@ -780,7 +638,7 @@ class DecidedCheckpoint:
 
 #: A decision moves a job from WAITING_APPROVAL to one of these.
 _DECISION_TARGETS = (JobStatus.PENDING, JobStatus.COMPLETED, JobStatus.FAILED)
-if not all(JobStatus.WAITING_APPROVAL.value in sources(t) for t in _DECISION_TARGETS):
+if not all(JobStatus.WAITING_APPROVAL in sources(t) for t in _DECISION_TARGETS):
     raise ValueError("a decision must be able to move a WAITING_APPROVAL job")
 
 
@@ -815,19 +673,15 @@ def decide(
     if approved and data is not None:
         _check_edit(checkpoint_id, data)
     status = CheckpointStatus.APPROVED if approved else CheckpointStatus.REJECTED
-    trace = sentry.trace_headers() if approved else {}
+    trace = outbox.trace() if approved else {}
     row = run_one(
         "decide",
         user_id=user_id,
         token_hash=token_hash,
         checkpoint_id=checkpoint_id,
         status=status.value,
-        from_status=JobStatus.WAITING_APPROVAL.value,
         outcome=outcome.value,
         approved=approved,
-        resumed=JobStatus.PENDING.value,
-        completed=JobStatus.COMPLETED.value,
-        rejected=JobStatus.FAILED.value,
         reason=reason,
         data=None if data is None else _json(data),
         ip=ip,
@@ -853,14 +707,8 @@ def decide(
             f"Job {existing.job_id} is not waiting for checkpoint {checkpoint_id}",
             details={"status": existing.job.status},
         )
-    instruments.record_checkpoint_decided(row, committed=True)
-    if row.job_status != JobStatus.PENDING:
-        instruments.record_job_finished(
-            _Finished(row.job_status, row.handler, row.job_created_at, row.job_finished_at),
-            committed=True,
-        )
     if row.outbox_id is not None:
-        _publish(
+        outbox.publish(
             [
                 Dispatch(
                     row.outbox_id,
@@ -872,7 +720,7 @@ def decide(
                 )
             ]
         )
-    return DecidedCheckpoint(
+    decided = DecidedCheckpoint(
         id=row.id,
         job_id=row.job_id,
         handler=row.handler,
@@ -897,16 +745,11 @@ def decide(
             user_agent=user_agent,
         ),
     )
-
-
-@dataclass(frozen=True)
-class _Finished:
-    """A job that reached a final status, as ``instruments.record_job_finished`` reads it."""
-
-    status: str
-    job_type: str
-    created_at: datetime
-    finished_at: datetime
+    events.checkpoint_decided.send(row.handler, checkpoint=decided)
+    if row.job_status != JobStatus.PENDING:
+        finished = FinishedJob(row.job_status, row.handler, row.job_created_at, row.job_finished_at)
+        events.job_finished.send(row.handler, job=finished)
+    return decided
 
 
 def _check_edit(checkpoint_id: uuid.UUID, data: Any) -> None:
@@ -970,31 +813,27 @@ def expire_checkpoint(checkpoint_id: uuid.UUID) -> bool:
         finished_at=_now(),
         error="Checkpoint expired",
     )
-    add_log(
+    joblog.add(
         checkpoint.job_id, "expired", "Checkpoint expired before a decision", step=checkpoint.step
     )
-    instruments.record_checkpoint_decided(checkpoint)
-    instruments.record_job_finished(job)
+    decided, finished = _Expired.of(checkpoint), _finished(job)
     _commit()
+    events.checkpoint_decided.send(decided.handler, checkpoint=decided)
+    events.job_finished.send(finished.job_type, job=finished)
     return True
 
 
-# -- Fleet -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Expired:
+    """An expired checkpoint, as ``events.checkpoint_decided`` carries it."""
 
+    handler: str
+    status: str
+    created_at: datetime
+    decided_at: datetime
 
-def is_paused() -> bool:
-    """Whether the workers should stop consuming the steps queue."""
-    state = db.session.get(FleetState, 1)
-    return bool(state and state.paused)
-
-
-def set_paused(paused: bool, *, user_id: uuid.UUID | None) -> None:
-    """Record the fleet's paused flag, which workers re-apply when they start or reconnect."""
-    stmt = pg_insert(FleetState).values(id=1, paused=paused, changed_by=user_id, changed_at=_now())
-    db.session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[FleetState.id],
-            set_={"paused": paused, "changed_by": user_id, "changed_at": _now()},
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> _Expired:
+        return cls(
+            checkpoint.handler, checkpoint.status, checkpoint.created_at, checkpoint.decided_at
         )
-    )
-    _commit()

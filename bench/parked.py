@@ -213,7 +213,7 @@ def _broker_messages(bench: Bench) -> int:
 
 
 def _page_urls(bench: Bench, url: str, count: int) -> dict[str, str]:
-    from app.api.paging import encode_cursor
+    from app.paging import encode_cursor
 
     created, checkpoint_id = bench.sql(
         "SELECT created_at, id FROM checkpoints WHERE status = 'PENDING' "

@@ -22,12 +22,12 @@ from typing import Any
 
 from celery import Celery
 
+from app.config import Config
+
 
 @functools.cache
 def flower_celery() -> Celery:
     """agentq's Celery settings on kombu's own Redis transport."""
-    from app.config import Config
-
     settings = Config().as_dict()["CELERY"]
     settings.pop("broker_transport")
     settings.pop("beat_schedule")

@@ -30,6 +30,8 @@ from celery.exceptions import Retry
 from flask import Flask
 from flask import current_app
 
+from app import events
+from app import joblog
 from app import queries
 from app import sql
 from app import state
@@ -38,9 +40,9 @@ from app.framework import Step
 from app.framework import StepContext
 from app.framework.registry import registry
 from app.framework.workspace import Workspace
-from app.observability import instruments
 from app.observability import logs
 from app.observability import sentry
+from app.status import StepOutcome
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def _task_body(step: Step):
     def run(task: Task, job_id: str) -> str:
         # Every log line of the task carries the job and step (app.observability.logs).
         with logs.bound(job_id=job_id, job_type=step.handler, step=step.name):
-            return run_step(task, step, uuid.UUID(job_id))
+            return run_step(task, step, uuid.UUID(job_id)).value
 
     run.__name__ = run.__qualname__ = step.task_name.replace(".", "_").replace("-", "_")
     run.__doc__ = (step.fn.__doc__ or "").strip() or f"Step {step.name} of {step.handler}"
@@ -97,7 +99,7 @@ def _cut_chain(task: Task, step: Step, job_id: uuid.UUID) -> str | None:
 CLAIM_RETRY_DELAY = (0.5, 5.0)
 
 
-def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
+def run_step(task: Task, step: Step, job_id: uuid.UUID) -> StepOutcome:
     """Claim, run and record one step attempt; returns what happened to the job."""
     app = current_app._get_current_object()
     try:
@@ -122,10 +124,10 @@ def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
                 job_id,
                 following,
             )
-            return "resent"
+            return StepOutcome.RESENT
         log.info("step %s of job %s: not its turn (duplicate or stale delivery)", step.name, job_id)
         _stop_chain(task)
-        return "skipped"
+        return StepOutcome.SKIPPED
     chain_continues = bool(task.request.chain)
     attempts = Attempts.here(app)
     running = attempts.start(claim)
@@ -152,7 +154,7 @@ def run_step(task: Task, step: Step, job_id: uuid.UUID) -> str:
         chain_continues=chain_continues,
     )
     _observe_finish(claim, ctx, outcome, started)
-    if outcome != "advanced":
+    if outcome != StepOutcome.ADVANCED:
         _stop_chain(task)
     return outcome
 
@@ -190,9 +192,12 @@ def _observe_start(claim: state.Claim) -> float:
     return time.monotonic()
 
 
-def _observe_failure(claim: state.Claim, exc: Exception, outcome: str, started: float) -> None:
-    """Log a step's exception, count it, and send it to Sentry (the job's logs as breadcrumbs)."""
-    instruments.record_step(claim, outcome, time.monotonic() - started)
+def _observe_failure(
+    claim: state.Claim, exc: Exception, outcome: StepOutcome, started: float
+) -> None:
+    """Log a step's exception, announce it, and send it to Sentry (the job's logs as
+    breadcrumbs)."""
+    _ended(claim, outcome, started)
     log.warning(
         "step %s of job %s: %s: %s: %s",
         claim.step,
@@ -206,10 +211,12 @@ def _observe_failure(claim: state.Claim, exc: Exception, outcome: str, started: 
     sentry.capture_step_error(exc, outcome=outcome)
 
 
-def _observe_finish(claim: state.Claim, ctx: StepContext, outcome: str, started: float) -> None:
-    """Log and count the step's outcome."""
-    instruments.record_step(claim, outcome, time.monotonic() - started)
-    if outcome == "waiting":
+def _observe_finish(
+    claim: state.Claim, ctx: StepContext, outcome: StepOutcome, started: float
+) -> None:
+    """Log and announce the step's outcome."""
+    _ended(claim, outcome, started)
+    if outcome == StepOutcome.WAITING:
         # The step opened an approval checkpoint: later lines and events name it.
         checkpoint_id = ctx.approval_checkpoint_id
         logs.bind(checkpoint_id=checkpoint_id)
@@ -223,7 +230,12 @@ def _observe_finish(claim: state.Claim, ctx: StepContext, outcome: str, started:
     )
 
 
-def _outcome_fields(claim: state.Claim, outcome: str, started: float) -> dict:
+def _ended(claim: state.Claim, outcome: StepOutcome, started: float) -> None:
+    seconds = time.monotonic() - started
+    events.step_ended.send(claim.job_type, claim=claim, outcome=outcome, seconds=seconds)
+
+
+def _outcome_fields(claim: state.Claim, outcome: StepOutcome, started: float) -> dict:
     duration_ms = round((time.monotonic() - started) * 1000)
     return {"attempt": claim.attempt, "outcome": outcome, "duration_ms": duration_ms}
 
@@ -268,7 +280,7 @@ class Running:
     claim: state.Claim
     attempts: Attempts
     renewed: float = field(default_factory=time.monotonic)
-    lines: list[state.LogLine] = field(default_factory=list)
+    lines: list[joblog.LogLine] = field(default_factory=list)
     first_line: float | None = None
     lost: bool = False
 
@@ -280,7 +292,7 @@ class Running:
         """
         if data is not None:
             json.dumps(data)
-        line = state.LogLine(kind, message, self.claim.step, data)
+        line = joblog.LogLine(kind, message, self.claim.step, data)
         with self.attempts.lock:
             self.lines.append(line)
             if self.first_line is None:
@@ -321,7 +333,7 @@ class Attempts:
             self._running.add(running)
         return running
 
-    def end(self, running: Running) -> list[state.LogLine]:
+    def end(self, running: Running) -> list[joblog.LogLine]:
         """Stop looking after ``running``; returns its log lines not written yet."""
         with self.lock:
             self._running.discard(running)
@@ -351,7 +363,7 @@ class Attempts:
                 with self.app.app_context():
                     self._renew(renew)
                     for claim, lines in flush:
-                        state.write_logs(claim.job_id, lines)
+                        joblog.write(claim.job_id, lines)
             except Exception:  # a database blip must not end the thread; the next turn may work
                 log.exception("renewing leases or writing step logs failed")
 

@@ -31,11 +31,12 @@ from datetime import timedelta
 from celery import Celery
 from flask import current_app
 
+from app import fleet
+from app import outbox
 from app import queries
 from app import state
 from app.config import STEPS_QUEUE
 from app.framework.registry import registry
-from worker import outbox
 from worker import transport
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def sweep() -> dict[str, int]:
     lease = current_app.config["STEP_LEASE_SECONDS"]
     returned = put_back_unheld(lease)
     stalled = 0
-    if not state.is_paused():
+    if not fleet.is_paused():
         stalled = redispatch_stalled(lease, current_app.config["STALL_SECONDS"])
     counts = {
         "released": released,

@@ -8,7 +8,6 @@ security headers; JavaScript only adds live updates, so every action works witho
 from __future__ import annotations
 
 from flask import Flask
-from flask import abort
 from flask import g
 from flask import has_request_context
 from flask import request
@@ -16,10 +15,13 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager
 from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
-from marshmallow import Schema
-from marshmallow import ValidationError
 
 from app import queries
+from app.admin import auth
+from app.admin import checkpoints
+from app.admin import filters
+from app.admin import fleet
+from app.admin import jobs
 from app.extensions import db
 from app.models import User
 
@@ -54,30 +56,11 @@ def load_user(user_id: str) -> User | None:
     return db.session.get(User, user_id)
 
 
-def page_filters(schema: Schema, names: tuple[str, ...]) -> dict:
-    """The query arguments ``names`` that are set, loaded with the API's ``schema``.
-
-    :raise 400: naming each argument the schema refuses.
-    """
-    raw = {name: request.args[name] for name in names if request.args.get(name)}
-    try:
-        return schema.load(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in exc.messages.items())
-        abort(400, description=f"Not a filter of this page: {problems}")
-
-
 def is_admin_page() -> bool:
     return has_request_context() and request.path.startswith("/admin")
 
 
 def init_app(app: Flask) -> None:
-    from app.admin import auth
-    from app.admin import checkpoints
-    from app.admin import filters
-    from app.admin import fleet
-    from app.admin import jobs
-
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.session_interface = SessionInterface()

@@ -9,11 +9,11 @@ from flask import render_template
 from flask import url_for
 from flask_login import current_user
 
+from app import fleet
 from app.admin.auth import admin_required
 from app.extensions import db
 from app.models import FleetState
 from app.models import User
-from worker import fleet
 
 bp = Blueprint("admin_fleet", __name__, url_prefix="/admin/worker")
 
@@ -39,7 +39,7 @@ def index():
 @admin_required
 def pause():
     """Stop every worker taking new steps; running steps finish."""
-    fleet.set_consuming(False, user_id=current_user.id)
+    fleet.set_paused(True, user_id=current_user.id)
     flash("Paused: workers finish their running steps and take no new ones.", "success")
     return redirect(url_for(".index"), 303)
 
@@ -48,6 +48,6 @@ def pause():
 @admin_required
 def resume():
     """Let every worker take steps from the queue again."""
-    fleet.set_consuming(True, user_id=current_user.id)
+    fleet.set_paused(False, user_id=current_user.id)
     flash("Resumed: workers take steps from the queue again.", "success")
     return redirect(url_for(".index"), 303)

@@ -31,6 +31,10 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from app import limits
 from app.api import blueprint
+from app.api import checkpoints
+from app.api import fleet
+from app.api import health
+from app.api import jobs
 from app.errors import AgentqError
 from app.errors import AlreadyDecided
 from app.errors import field_messages
@@ -184,11 +188,6 @@ api = Api()
 
 
 def init_app(app: Flask) -> None:
-    from app.api import checkpoints
-    from app.api import fleet
-    from app.api import health
-    from app.api import jobs
-
     api.init_app(app, spec_kwargs={"info": {"description": "Durable agent jobs with approvals"}})
     api.ma_plugin.converter.add_attribute_function(job_type_enum)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})

@@ -9,20 +9,19 @@ from flask import request
 from flask.views import MethodView
 
 from app import queries
-from app import state
+from app import review
 from app.api.blueprint import Blueprint
-from app.api.paging import decode_cursor
-from app.api.paging import page_of
 from app.auth import BEARER
 from app.auth import login_required
 from app.limits import api_decisions
-from app.observability import logs
-from app.observability import sentry
+from app.paging import decode_cursor
+from app.paging import page_of
 from app.schemas import ApiCheckpointListArgs
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointEnvelopeSchema
 from app.schemas import PendingListEnvelopeSchema
 from app.schemas import RejectionSchema
+from app.status import Outcome
 
 blp = Blueprint(
     "checkpoints",
@@ -32,21 +31,16 @@ blp = Blueprint(
 )
 
 
-def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, body: dict) -> dict:
-    logs.bind(checkpoint_id=checkpoint_id)
-    checkpoint = state.decide(
-        checkpoint_id,
-        outcome,
+def _decide(checkpoint_id: uuid.UUID, outcome: Outcome, body: dict) -> dict:
+    actor = review.Actor(
+        "api",
         token_hash=g.token_hash,
-        reason=body.get("reason"),
-        data=body.get("data"),
         ip=request.remote_addr,
         user_agent=request.user_agent.string or None,
     )
-    decider = checkpoint.decision
-    sentry.set_decider(decider.user_id, request.remote_addr, checkpoint_id=checkpoint_id)
-    logs.decided(checkpoint, outcome, by=decider.decided_by)
-    sentry.tag(job_id=checkpoint.job_id, job_type=checkpoint.handler)
+    checkpoint = review.decide(
+        checkpoint_id, outcome, actor, reason=body.get("reason"), data=body.get("data")
+    )
     return {"success": True, "checkpoint": checkpoint}
 
 
@@ -83,7 +77,7 @@ class CheckpointDecision(MethodView):
         ``data``, when given, replaces the checkpoint's data for the steps that
         follow (a reviewer's edit); the decision keeps both.
         """
-        return _decide(checkpoint_id, state.Outcome.APPROVED, body)
+        return _decide(checkpoint_id, Outcome.APPROVED, body)
 
     @login_required(admin=True, in_statement=True)
     @api_decisions
@@ -94,4 +88,4 @@ class CheckpointDecision(MethodView):
     @blp.refusal(429, "Over RATE_LIMIT_DECISIONS for this token: see Retry-After")
     def delete(self, body: dict, checkpoint_id: uuid.UUID):
         """Reject a pending checkpoint: the job fails with the reason"""
-        return _decide(checkpoint_id, state.Outcome.REJECTED, body)
+        return _decide(checkpoint_id, Outcome.REJECTED, body)

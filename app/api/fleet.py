@@ -6,11 +6,11 @@ from flask.views import MethodView
 from marshmallow import Schema
 from marshmallow import fields
 
+from app import fleet
 from app.api.blueprint import Blueprint
 from app.auth import BEARER
 from app.auth import current_user
 from app.auth import login_required
-from worker import fleet
 
 blp = Blueprint(
     "fleet", __name__, url_prefix="/api/admin/agent-worker", description="Worker fleet (admin)"
@@ -46,7 +46,7 @@ class Fleet(MethodView):
     @blp.response(200, FleetSchema)
     def post(self):
         """Resume consuming the jobs queue on every worker"""
-        fleet.set_consuming(True, user_id=current_user().id)
+        fleet.set_paused(False, user_id=current_user().id)
         return _status()
 
     @login_required(admin=True)
@@ -54,5 +54,5 @@ class Fleet(MethodView):
     @blp.response(200, FleetSchema)
     def delete(self):
         """Pause consuming the jobs queue on every worker; running steps finish"""
-        fleet.set_consuming(False, user_id=current_user().id)
+        fleet.set_paused(True, user_id=current_user().id)
         return _status()

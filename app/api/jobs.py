@@ -13,7 +13,6 @@ from flask_smorest import abort
 from app import queries
 from app import state
 from app.api.blueprint import Blueprint
-from app.api.paging import keyset_page
 from app.auth import BEARER
 from app.auth import current_user
 from app.auth import login_required
@@ -22,6 +21,7 @@ from app.limits import submissions
 from app.models import Job
 from app.observability import logs
 from app.observability import sentry
+from app.paging import keyset_page
 from app.schemas import ApiJobListArgs
 from app.schemas import CheckpointListEnvelopeSchema
 from app.schemas import JobActionSchema
@@ -37,7 +37,7 @@ blp = Blueprint("jobs", __name__, url_prefix="/api/agent-jobs", description="Age
 log = logging.getLogger(__name__)
 
 
-def get_job_or_404(job_id: uuid.UUID) -> Job:
+def visible_job(job_id: uuid.UUID) -> Job:
     """The job, if the current user owns it or is an admin.
 
     :raises NotFoundError: 404 when it does not exist or belongs to another user.
@@ -121,7 +121,7 @@ class JobById(MethodView):
     @blp.response(200, JobEnvelopeSchema)
     def get(self, job_id: uuid.UUID):
         """Show a job with its logs, checkpoints (and their decisions) and steps"""
-        return detail(get_job_or_404(job_id))
+        return detail(visible_job(job_id))
 
     @login_required()
     @blp.doc(security=[BEARER])
@@ -134,7 +134,7 @@ class JobById(MethodView):
         ``cancel`` works while PENDING, RUNNING or WAITING_APPROVAL; ``retry`` on a
         FAILED or CANCELLED job resumes at the step where it stopped.
         """
-        job = get_job_or_404(job_id)
+        job = visible_job(job_id)
         action = state.cancel if body["action"] == "cancel" else state.retry
         return detail(action(job.id, by=current_user().name))
 
@@ -146,7 +146,7 @@ class JobCheckpoints(MethodView):
     @blp.response(200, CheckpointListEnvelopeSchema)
     def get(self, job_id: uuid.UUID):
         """List a job's checkpoints, oldest first, with their decisions"""
-        job = get_job_or_404(job_id)
+        job = visible_job(job_id)
         return {
             "success": True,
             "checkpoints": queries.job_checkpoints(job.id),

@@ -1,7 +1,8 @@
 """Event metrics: what happened, counted where it happened.
 
-``app.state`` records jobs created, checkpoints decided and jobs reaching a final
-status; ``worker.steps`` records each step attempt. Counts of states (how many jobs
+The state machine announces jobs created, checkpoints decided and jobs reaching a
+final status, and the step runtime each step attempt's end (``app.events``); ``listen``
+connects the receivers here that count them. Counts of states (how many jobs
 are RUNNING now) are not kept here: ``app.observability.scrape`` reads them from Postgres at
 scrape time, so every process agrees.
 
@@ -23,32 +24,25 @@ every Celery worker's processes) the values go to that directory's files and are
 summed at scrape time; elsewhere (tests, ``flask run``) they stay in this process
 and ``/api/metrics`` serves ``REGISTRY``.
 
-A metric must never fail a job: every ``record_*`` function logs its own errors
-and returns. The state-machine recorders run when the transaction commits, with
-the values the transaction wrote, and not at all when it rolls back; a hot path's
-statement (``app.sql``) commits on its own, and is recorded at once (``committed=True``),
-even when the caller's session has a transaction of its own open (an admin page that read
-the checkpoint first).
-
-    instruments.record_job_created("code-generation")  # counted at the commit
+A metric must never fail a job: every receiver logs its own errors and returns. The
+events are sent once their change is committed, and not at all when it rolls back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 from collections.abc import Callable
-from collections.abc import Iterator
 from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
-from sqlalchemy.orm import Session
 
-from app.extensions import db
+from app import events
+from app.events import FinishedJob
+from app.status import StepOutcome
+from app.status import StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -102,60 +96,28 @@ STEP_RETRIES = Counter(
     registry=REGISTRY,
 )
 
-#: What ``app.state.finish_step`` and ``fail_step`` return, as a step outcome.
+#: A step attempt's outcome (``app.status.StepOutcome``) as the step outcome label.
 STEP_OUTCOMES = {
-    "advanced": "succeeded",
-    "waiting": "succeeded",
-    "completed": "succeeded",
-    "retrying": "failed",
-    "failed": "failed",
-    "discarded": "discarded",
+    StepOutcome.ADVANCED: StepStatus.SUCCEEDED.value,
+    StepOutcome.WAITING: StepStatus.SUCCEEDED.value,
+    StepOutcome.COMPLETED: StepStatus.SUCCEEDED.value,
+    StepOutcome.RETRYING: StepStatus.FAILED.value,
+    StepOutcome.FAILED: StepStatus.FAILED.value,
+    StepOutcome.DISCARDED: StepStatus.DISCARDED.value,
 }
-
-_PENDING = "agentq.instruments.pending"
-
-
-@contextlib.contextmanager
-def _logged(what: str) -> Iterator[None]:
-    """Log an error of the metrics code instead of raising it into the caller."""
-    try:
-        yield
-    except Exception:  # a metric must never fail a job (as sentry's capture_internal_exceptions)
-        log.exception("metrics: recording %s failed; the figure will be off", what)
 
 
 def _never_raises(fn: Callable[..., None]) -> Callable[..., None]:
+    """A receiver that logs its own error instead of raising it into the transition."""
+
     @functools.wraps(fn)
-    def record(*args: Any, **kwargs: Any) -> None:
-        with _logged(fn.__name__):
+    def receive(*args: Any, **kwargs: Any) -> None:
+        try:
             fn(*args, **kwargs)
+        except Exception:  # a metric must never fail a job: log, as Sentry does its own errors
+            log.exception("metrics: recording %s failed; the figure will be off", fn.__name__)
 
-    return record
-
-
-def _on_commit(observe: Callable[[], None], committed: bool) -> None:
-    """Run ``observe`` when the current transaction commits; drop it if it rolls back.
-
-    ``committed``: what it observes was written by a statement that committed on its own
-    (``app.sql``), whatever the session is doing: observe it now.
-    """
-    session = db.session()
-    if committed or not session.in_transaction():
-        observe()
-        return
-    session.info.setdefault(_PENDING, []).append(observe)
-
-
-@sa.event.listens_for(Session, "after_commit")
-def _observe_committed(session: Session) -> None:
-    for observe in session.info.pop(_PENDING, ()):
-        with _logged(getattr(observe, "func", observe).__name__):
-            observe()
-
-
-@sa.event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+    return receive
 
 
 def _seconds(start, end) -> float:
@@ -163,53 +125,36 @@ def _seconds(start, end) -> float:
 
 
 @_never_raises
-def record_job_created(job_type: str, *, committed: bool = False) -> None:
-    """Count a new job when its transaction commits (now, when ``committed``)."""
-    _on_commit(functools.partial(_count, JOBS_CREATED, (job_type,)), committed)
+def _job_created(job_type: str) -> None:
+    JOBS_CREATED.labels(job_type).inc()
 
 
 @_never_raises
-def record_job_finished(job, *, committed: bool = False) -> None:
-    """Observe a job's duration, creation to ``finished_at``, by its final status, at the commit
-    (now, when ``committed``).
-
-    Call it after the transition that set ``finished_at`` (COMPLETED, FAILED, CANCELLED).
-    """
-    outcome = job.status.lower()
+def _job_finished(job_type: str, *, job: FinishedJob) -> None:
+    """A job's duration, creation to ``finished_at``, by its final status."""
     seconds = _seconds(job.created_at, job.finished_at)
-    observe = functools.partial(_observe, JOB_DURATION, (job.job_type, outcome), seconds)
-    _on_commit(observe, committed)
+    JOB_DURATION.labels(job_type, job.status.lower()).observe(seconds)
 
 
 @_never_raises
-def record_checkpoint_decided(checkpoint, *, committed: bool = False) -> None:
-    """Count a decision (approved, rejected, expired) and its wait, at the commit (now, when
-    ``committed``)."""
-    labels = (checkpoint.handler, checkpoint.status.lower())
-    seconds = _seconds(checkpoint.created_at, checkpoint.decided_at)
-    _on_commit(functools.partial(_decided, labels, seconds), committed)
-
-
-@_never_raises
-def record_step(claim, outcome: str, seconds: float) -> None:
-    """Observe one step attempt by what ``app.state`` made of it; count it if it will retry.
-
-    ``claim`` is the attempt's ``app.state.Claim``; ``outcome`` what ``finish_step`` or
-    ``fail_step`` returned.
-    """
-    _observe(STEP_DURATION, (claim.job_type, claim.step, STEP_OUTCOMES[outcome]), seconds)
-    if outcome == "retrying":
-        STEP_RETRIES.labels(claim.job_type, claim.step).inc()
-
-
-def _count(counter: Counter, labels: tuple[str, ...]) -> None:
-    counter.labels(*labels).inc()
-
-
-def _observe(histogram: Histogram, labels: tuple[str, ...], seconds: float) -> None:
-    histogram.labels(*labels).observe(seconds)
-
-
-def _decided(labels: tuple[str, str], seconds: float) -> None:
+def _checkpoint_decided(job_type: str, *, checkpoint: Any) -> None:
+    """A decision (approved, rejected, expired) and its wait, creation to decision."""
+    labels = (job_type, checkpoint.status.lower())
     CHECKPOINTS_DECIDED.labels(*labels).inc()
-    CHECKPOINT_WAIT.labels(*labels).observe(seconds)
+    CHECKPOINT_WAIT.labels(*labels).observe(_seconds(checkpoint.created_at, checkpoint.decided_at))
+
+
+@_never_raises
+def _step_ended(job_type: str, *, claim: Any, outcome: StepOutcome, seconds: float) -> None:
+    """A step attempt by what the state machine made of it; counted if it will retry."""
+    STEP_DURATION.labels(job_type, claim.step, STEP_OUTCOMES[outcome]).observe(seconds)
+    if outcome == StepOutcome.RETRYING:
+        STEP_RETRIES.labels(job_type, claim.step).inc()
+
+
+def listen() -> None:
+    """Count what ``app.events`` announces, in this process (once, however often called)."""
+    events.job_created.connect(_job_created)
+    events.job_finished.connect(_job_finished)
+    events.checkpoint_decided.connect(_checkpoint_decided)
+    events.step_ended.connect(_step_ended)

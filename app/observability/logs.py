@@ -85,8 +85,9 @@ def bound(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
-def decided(checkpoint, outcome, *, by: str) -> None:
-    """Bind a decided checkpoint's job to this request and log the decision."""
+def decided(checkpoint, outcome, *, by: str, channel: str) -> None:
+    """Bind a decided checkpoint's job to this request and log the decision, and through
+    which channel (``api``, ``admin``) it came."""
     bind(job_id=checkpoint.job_id, job_type=checkpoint.handler, checkpoint_id=checkpoint.id)
     logging.getLogger("app.decisions").info(
         "checkpoint %s of job %s %s by %s",
@@ -94,7 +95,7 @@ def decided(checkpoint, outcome, *, by: str) -> None:
         checkpoint.job_id,
         str(outcome.value).lower(),
         by,
-        extra={"outcome": str(outcome.value).lower()},
+        extra={"outcome": str(outcome.value).lower(), "channel": channel},
     )
 
 

@@ -43,6 +43,7 @@ from app.config import SWEEPS_QUEUE
 from app.extensions import db
 from app.observability import instruments
 from app.observability import multiproc
+from app.status import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class ScrapeCollector:
             value=queries.oldest_pending_checkpoint_age(),
         )
         yield GaugeMetricFamily(
-            "agent_worker_active_jobs", "Currently active jobs", value=counts["RUNNING"]
+            "agent_worker_active_jobs", "Currently active jobs", value=counts[JobStatus.RUNNING]
         )
 
     def _outbox(self) -> Iterable[Metric]:

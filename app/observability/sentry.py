@@ -48,6 +48,9 @@ from sentry_sdk.scrubber import DEFAULT_PII_DENYLIST
 from sentry_sdk.scrubber import EventScrubber
 from sentry_sdk.utils import capture_internal_exceptions
 
+from app import queries
+from app.observability import logs
+
 log = logging.getLogger(__name__)
 
 #: Breadcrumbs of an error event: the job's latest log lines, up to Sentry's default cap.
@@ -71,8 +74,6 @@ def init_app(app: Flask) -> bool:
 
         @app.before_request
         def _tag_request_id() -> None:
-            from app.observability import logs
-
             with capture_internal_exceptions():
                 if enabled() and logs.request_id():
                     sentry_sdk.set_tag("request_id", logs.request_id())
@@ -180,8 +181,6 @@ def _job_logs_as_breadcrumbs(app: Flask, job_id: uuid.UUID):
         if event.get("type") == "transaction":
             return event
         with capture_internal_exceptions(), app.app_context():
-            from app import queries
-
             crumbs = [
                 {
                     "type": "default",

@@ -2,9 +2,11 @@
 the hot paths run them.
 
 Each statement is a block headed ``-- name --`` and a ``--`` description, as
-procrastinate keeps its queries. ``queries["claim_outbox"]`` is a ``sa.text`` for the
+procrastinate keeps its queries. ``statements["claim_outbox"]`` is a ``sa.text`` for the
 ORM session; its text starts with ``/* agentq.claim_outbox */``, which names it in the
-server's logs and in ``pg_stat_activity``.
+server's logs and in ``pg_stat_activity``. Statuses and outcomes are never spelled out
+in a statement: it names them as parameters of the vocabulary (``:job_pending``,
+``:step_succeeded``; ``VOCABULARY``), whose values come from ``app.status``.
 
 The hot paths (a submission, a step's claim and result, a decision) are each one
 statement that commits on its own (``hot.sql``). ``run(name, **params)`` executes one on
@@ -36,6 +38,10 @@ from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
 from sqlalchemy.pool import Pool
 
 from app.extensions import db
+from app.status import CheckpointStatus
+from app.status import JobStatus
+from app.status import Outcome
+from app.status import StepStatus
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
 
@@ -48,6 +54,30 @@ IDLE_PING_SECONDS = 10.0
 REPEATABLE = {"authenticate", "claim_step", "renew_leases", "published", "unpublished"}
 
 
+#: The vocabulary's values, by the parameter names the statements use for them
+#: (``:job_pending``, ``:step_running``, ``:checkpoint_pending``, ``:outcome_approved``).
+VOCABULARY = {
+    f"{prefix}_{member.name.lower()}": member.value
+    for prefix, vocabulary in (
+        ("job", JobStatus),
+        ("step", StepStatus),
+        ("checkpoint", CheckpointStatus),
+        ("outcome", Outcome),
+    )
+    for member in vocabulary
+}
+_VOCABULARY_PARAM = re.compile(rf"(?<!:):({'|'.join(VOCABULARY)})\b")
+
+
+def _bind_vocabulary(sql: str) -> str:
+    """``sql`` with its vocabulary parameters bound, once, when the statements load.
+
+    They are bound into the text, not sent with each execution: the planner must see the
+    value to use the partial indexes (``WHERE status = 'PENDING'``) in a prepared plan.
+    """
+    return _VOCABULARY_PARAM.sub(lambda m: f"'{VOCABULARY[m.group(1)]}'", sql)
+
+
 def _load() -> dict[str, sa.TextClause]:
     statements: dict[str, sa.TextClause] = {}
     for path in sorted(Path(__file__).parent.glob("*.sql")):
@@ -56,11 +86,11 @@ def _load() -> dict[str, sa.TextClause]:
             if name in statements:
                 raise ValueError(f"{path.name}: statement {name!r} is defined twice")
             sql = "\n".join(ln for ln in body.strip().splitlines() if not ln.startswith("--"))
-            statements[name] = sa.text(f"/* agentq.{name} */ {sql}")
+            statements[name] = sa.text(f"/* agentq.{name} */ {_bind_vocabulary(sql)}")
     return statements
 
 
-queries = _load()
+statements = _load()
 
 
 def _prepared(name: str, clause: sa.TextClause) -> tuple[str, str]:
@@ -71,7 +101,7 @@ def _prepared(name: str, clause: sa.TextClause) -> tuple[str, str]:
     return f"PREPARE agentq_{name} AS {compiled}", execute
 
 
-_statements = {name: _prepared(name, clause) for name, clause in queries.items()}
+_prepared_by_name = {name: _prepared(name, clause) for name, clause in statements.items()}
 _row_types: dict[tuple[str, ...], type] = {}
 
 
@@ -84,7 +114,7 @@ def _row_type(description) -> type:
 
 
 def _execute(cursor, prepared: set[str], name: str, params: dict) -> None:
-    prepare, execute = _statements[name]
+    prepare, execute = _prepared_by_name[name]
     if name not in prepared:
         cursor.execute(prepare)
         prepared.add(name)

@@ -60,7 +60,7 @@ WITH claimed AS (
        AND (claim_step_id IS NULL
             OR claim_step_id IN (SELECT s.id FROM job_steps s
                                   WHERE s.id = jobs.claim_step_id
-                                    AND (s.status <> 'running'
+                                    AND (s.status <> :step_running
                                          OR s.lease_expires_at < clock_timestamp())))
     RETURNING id, job_type, step_attempts, task_description, input_data
 ), attempt AS (
@@ -73,9 +73,9 @@ WITH claimed AS (
     RETURNING attempt
 ), superseded AS (
     UPDATE job_steps
-       SET status = 'lost', finished_at = clock_timestamp(),
+       SET status = :step_lost, finished_at = clock_timestamp(),
            error = 'superseded: the claim lease lapsed and another attempt took the step'
-     WHERE job_id = :job_id AND step = :step AND status = 'running'
+     WHERE job_id = :job_id AND step = :step AND status = :step_running
        AND EXISTS (SELECT FROM claimed)
 ), dispatched AS (
     DELETE FROM outbox
@@ -86,7 +86,7 @@ SELECT claimed.job_type, claimed.step_attempts, claimed.task_description, claime
        attempt.attempt,
        (SELECT coalesce(jsonb_object_agg(o.step, o.output), '{}'::jsonb)
           FROM (SELECT DISTINCT ON (step) step, output FROM job_steps
-                 WHERE job_id = :job_id AND status = 'succeeded'
+                 WHERE job_id = :job_id AND status = :step_succeeded
                  ORDER BY step, attempt DESC) o) AS outputs,
        (SELECT jsonb_build_object(
                    'outcome', d.outcome, 'approver', u.name, 'reason', d.reason,
@@ -94,10 +94,10 @@ SELECT claimed.job_type, claimed.step_attempts, claimed.task_description, claime
           FROM decisions d
           JOIN checkpoints c ON c.id = d.checkpoint_id
           LEFT JOIN users u ON u.id = d.user_id
-         WHERE c.job_id = :job_id AND d.outcome = :approved
+         WHERE c.job_id = :job_id AND d.outcome = :outcome_approved
            AND (c.resume_step = :step
                 OR c.resume_step IN (SELECT step FROM job_steps
-                                      WHERE job_id = :job_id AND status = 'succeeded'))
+                                      WHERE job_id = :job_id AND status = :step_succeeded))
          ORDER BY d.created_at DESC
          LIMIT 1) AS decision
   FROM claimed, attempt
@@ -120,9 +120,9 @@ WITH job AS (
     RETURNING id, status, job_type, priority, created_at, finished_at
 ), attempt AS (
     UPDATE job_steps
-       SET status = 'succeeded', output = CAST(:output AS jsonb),
+       SET status = :step_succeeded, output = CAST(:output AS jsonb),
            finished_at = clock_timestamp(), lease_expires_at = NULL
-     WHERE id = :attempt_id AND status = 'running' AND EXISTS (SELECT FROM job)
+     WHERE id = :attempt_id AND status = :step_running AND EXISTS (SELECT FROM job)
 ), opened AS (
     INSERT INTO checkpoints (id, job_id, type, status, title, data, handler, step, resume_step,
                              expires_at)
@@ -142,7 +142,7 @@ WITH job AS (
     RETURNING id
 )
 SELECT job.status, job.job_type, job.priority, job.created_at, job.finished_at,
-       (SELECT id FROM opened WHERE status = 'PENDING') AS checkpoint_id,
+       (SELECT id FROM opened WHERE status = :checkpoint_pending) AS checkpoint_id,
        (SELECT id FROM dispatch) AS outbox_id
   FROM job
 
@@ -161,9 +161,9 @@ WITH job AS (
     RETURNING id, status, job_type, created_at, finished_at
 ), attempt AS (
     UPDATE job_steps
-       SET status = 'failed', error = :error, traceback = :traceback,
+       SET status = :step_failed, error = :error, traceback = :traceback,
            finished_at = clock_timestamp(), lease_expires_at = NULL
-     WHERE id = :attempt_id AND status = 'running' AND EXISTS (SELECT FROM job)
+     WHERE id = :attempt_id AND status = :step_running AND EXISTS (SELECT FROM job)
 ), logged AS (
     INSERT INTO job_logs (job_id, step, kind, message, data, created_at)
     SELECT job.id, l.step, l.kind, l.message, l.data, coalesce(l.at, clock_timestamp())
@@ -181,9 +181,9 @@ SELECT job.status, job.job_type, job.created_at, job.finished_at FROM job
 -- log lines it wrote.
 WITH attempt AS (
     UPDATE job_steps
-       SET status = 'discarded', output = CAST(:output AS jsonb), error = :error,
+       SET status = :step_discarded, output = CAST(:output AS jsonb), error = :error,
            traceback = :traceback, finished_at = clock_timestamp(), lease_expires_at = NULL
-     WHERE id = :attempt_id AND status = 'running'
+     WHERE id = :attempt_id AND status = :step_running
 )
 INSERT INTO job_logs (job_id, step, kind, message, data, created_at)
 SELECT :job_id, l.step, l.kind, l.message, l.data, coalesce(l.at, clock_timestamp())
@@ -201,7 +201,7 @@ SELECT :job_id, l.step, l.kind, l.message, l.data, coalesce(l.at, clock_timestam
 -- Extend running attempts' claim leases; an attempt missing from the result lost its claim.
 UPDATE job_steps
    SET lease_expires_at = clock_timestamp() + make_interval(secs => :lease_seconds)
- WHERE id = ANY(:attempt_ids) AND status = 'running'
+ WHERE id = ANY(:attempt_ids) AND status = :step_running
 RETURNING id
 
 -- published --
@@ -237,7 +237,7 @@ WITH caller AS (
     UPDATE checkpoints c
        SET status = :status, decided_at = clock_timestamp()
       FROM target
-     WHERE c.id = :checkpoint_id AND c.status = 'PENDING' AND target.status = :from_status
+     WHERE c.id = :checkpoint_id AND c.status = :checkpoint_pending AND target.status = :job_waiting_approval
     RETURNING c.*
 ), decision AS (
     INSERT INTO decisions (checkpoint_id, user_id, outcome, reason, data, ip, user_agent)
@@ -247,16 +247,16 @@ WITH caller AS (
     RETURNING id, created_at
 ), job AS (
     UPDATE jobs j
-       SET status = CASE WHEN :approved AND checkpoint.resume_step IS NOT NULL THEN :resumed
-                         WHEN :approved THEN :completed
-                         ELSE :rejected END,
+       SET status = CASE WHEN :approved AND checkpoint.resume_step IS NOT NULL THEN :job_pending
+                         WHEN :approved THEN :job_completed
+                         ELSE :job_failed END,
            current_step = CASE WHEN :approved THEN checkpoint.resume_step
                                ELSE checkpoint.step END,
            step_attempts = CASE WHEN :approved THEN 0 ELSE j.step_attempts END,
            result = CASE WHEN :approved AND checkpoint.resume_step IS NULL
                          THEN (SELECT s.output FROM job_steps s
                                 WHERE s.job_id = j.id AND s.step = checkpoint.step
-                                  AND s.status = 'succeeded'
+                                  AND s.status = :step_succeeded
                                 ORDER BY s.attempt DESC LIMIT 1)
                          ELSE j.result END,
            error = CASE WHEN :approved THEN j.error ELSE :error END,
@@ -275,7 +275,7 @@ WITH caller AS (
     INSERT INTO outbox (job_id, step, traceparent, baggage)
     SELECT job.id, checkpoint.resume_step, :traceparent, :baggage
       FROM job, checkpoint
-     WHERE job.status = :resumed
+     WHERE job.status = :job_pending
     RETURNING id
 )
 SELECT caller.id AS user_id, caller.name AS user_name, caller.is_admin,
@@ -303,7 +303,7 @@ SELECT c.id, c.job_id, c.type, c.status, c.title, c.data, c.step, c.resume_step,
   FROM checkpoints c
   JOIN jobs j ON j.id = c.job_id
   JOIN users u ON u.id = j.user_id
- WHERE c.status = 'PENDING'
+ WHERE c.status = :checkpoint_pending
    AND (c.created_at, c.id) > (CAST(:after_created AS timestamptz), CAST(:after_id AS uuid))
    AND (CAST(:job_type AS text) IS NULL OR j.job_type = :job_type)
  ORDER BY c.created_at, c.id

@@ -10,4 +10,4 @@ SELECT count(*) FILTER (WHERE created_at < clock_timestamp() - interval '1 secon
 -- Seconds since the oldest PENDING checkpoint was created (0 when none is pending).
 SELECT COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)), 0)::float
   FROM checkpoints
- WHERE status = 'PENDING'
+ WHERE status = :checkpoint_pending

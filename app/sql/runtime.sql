@@ -11,14 +11,14 @@ SELECT o.id, o.job_id, o.step, o.traceparent, o.baggage, j.job_type, j.priority,
 -- Running attempts whose claim lease lapsed: their worker or its machine died.
 SELECT s.id AS attempt_id, s.job_id, s.step
   FROM job_steps s JOIN jobs j ON j.id = s.job_id AND j.claim_step_id = s.id
- WHERE s.status = 'running' AND s.lease_expires_at < clock_timestamp()
+ WHERE s.status = :step_running AND s.lease_expires_at < clock_timestamp()
  LIMIT :limit
 
 -- stalled_jobs --
 -- Runnable jobs that nobody runs and nothing will dispatch: a chain's next message was lost.
 SELECT j.id AS job_id, j.current_step AS step
   FROM jobs j
- WHERE j.status IN ('PENDING', 'RUNNING')
+ WHERE j.status IN (:job_pending, :job_running)
    AND j.claim_step_id IS NULL
    AND j.updated_at < clock_timestamp() - make_interval(secs => :stall_seconds)
    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id)
@@ -27,7 +27,7 @@ SELECT j.id AS job_id, j.current_step AS step
 -- expired_checkpoints --
 -- Pending checkpoints past their expiry time.
 SELECT id FROM checkpoints
- WHERE status = 'PENDING' AND expires_at < clock_timestamp()
+ WHERE status = :checkpoint_pending AND expires_at < clock_timestamp()
  LIMIT :limit
 
 -- job_counts --
@@ -40,12 +40,12 @@ SELECT s.job_id, s.step
   FROM job_steps s
   JOIN unnest(CAST(:job_ids AS uuid[]), CAST(:steps AS text[])) AS given(job_id, step)
     ON given.job_id = s.job_id AND given.step = s.step
- WHERE s.status = 'running' AND s.lease_expires_at > clock_timestamp()
+ WHERE s.status = :step_running AND s.lease_expires_at > clock_timestamp()
 
 -- awaits_message --
 -- The job waits at this step for a message: runnable, nobody claims it, no dispatch intent.
 SELECT EXISTS (
     SELECT FROM jobs j
      WHERE j.id = :job_id AND j.current_step = :step
-       AND j.status IN ('PENDING', 'RUNNING') AND j.claim_step_id IS NULL
+       AND j.status IN (:job_pending, :job_running) AND j.claim_step_id IS NULL
        AND NOT EXISTS (SELECT FROM outbox o WHERE o.job_id = j.id))

@@ -126,10 +126,10 @@ def test_a_post_without_the_csrf_token_is_refused(app, reviewer, client, path):
     assert response.status_code == 400
     assert "did not come from this site" in response.get_data(as_text=True)
     assert status_of(app, job_id) == "PENDING"
-    from app import state
+    from app import fleet
 
     with app.app_context():
-        assert state.is_paused() is False
+        assert fleet.is_paused() is False
 
 
 # -- The jobs list --------------------------------------------------------------------------
@@ -240,13 +240,14 @@ def test_the_timeline_shows_a_decision_with_its_edit(app, reviewer, client, user
     """Given an approval with an edited file, the timeline shows who, from where, why, and
     the edit as a diff against the proposal."""
     from app import state
+    from app.status import Outcome
 
     job_id, checkpoint_id = park(app, user)
     edited = [{**FILES[0], "content": "def check(token):\n    return token.startswith('aq_')\n"}]
     with app.app_context():
         state.decide(
             uuid.UUID(checkpoint_id),
-            state.Outcome.APPROVED,
+            Outcome.APPROVED,
             user_id=reviewer.id,
             reason="Check the prefix",
             data={"files": [*edited, FILES[1]]},
@@ -271,12 +272,13 @@ def test_the_timeline_shows_a_decision_with_its_edit(app, reviewer, client, user
 
 def test_a_rejection_shows_its_reason_and_allows_a_retry(app, reviewer, client, user):
     from app import state
+    from app.status import Outcome
 
     job_id, checkpoint_id = park(app, user)
     with app.app_context():
         state.decide(
             uuid.UUID(checkpoint_id),
-            state.Outcome.REJECTED,
+            Outcome.REJECTED,
             user_id=reviewer.id,
             reason="Tokens need a database check",
             ip="198.51.100.4",
@@ -319,16 +321,16 @@ def test_the_worker_page_lists_each_worker(reviewer, client, worker, user, files
 
 
 def test_pause_and_resume_through_the_forms(app, reviewer, client):
-    from app import state
+    from app import fleet
 
     html = page(client, "/admin/worker")
     html = submit(client, "/admin/worker/pause", html)
     assert "Paused: workers finish their running steps" in html
     assert f"by {reviewer.name}" in html
     with app.app_context():
-        assert state.is_paused() is True
+        assert fleet.is_paused() is True
 
     html = submit(client, "/admin/worker/resume", html)
     assert "Resumed" in html
     with app.app_context():
-        assert state.is_paused() is False
+        assert fleet.is_paused() is False

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
+from app import events
 from app.observability import instruments
 from tests.conftest import wait_until
 
@@ -132,26 +133,17 @@ def test_decisions_and_final_statuses_are_counted_where_they_happen(user, admin,
     assert wait > 0
 
 
-def test_an_event_counts_only_when_its_transaction_commits(app):
-    """Given a recorded job creation, when its transaction rolls back, then nothing is
-    counted; when it commits, it is; with no transaction open, it counts at once."""
-    from app.extensions import db
+def test_a_transition_that_does_not_happen_counts_nothing(no_worker, user):
+    """Given a cancelled job, when it is cancelled again (refused: 409), then its duration is
+    observed once: the refused transition wrote nothing and announced nothing."""
+    job = user.enqueue("simple-task")
+    labels = {"job_type": "simple-task", "outcome": "cancelled"}
+    before = event("agentq_job_duration_seconds_count", **labels)
 
-    before = event("agentq_jobs_created_total", job_type="test-flaky")
-    with app.app_context():
-        db.session.execute(sa.text("SELECT 1"))
-        instruments.record_job_created("test-flaky")
-        db.session.rollback()
-        assert event("agentq_jobs_created_total", job_type="test-flaky") == before
+    assert user.patch(job["id"], "cancel").status_code == 200
+    assert user.patch(job["id"], "cancel").status_code == 409
 
-        db.session.execute(sa.text("SELECT 1"))
-        instruments.record_job_created("test-flaky")
-        assert event("agentq_jobs_created_total", job_type="test-flaky") == before
-        db.session.commit()
-        assert event("agentq_jobs_created_total", job_type="test-flaky") == before + 1
-
-        instruments.record_job_created("test-flaky")
-        assert event("agentq_jobs_created_total", job_type="test-flaky") == before + 2
+    assert event("agentq_job_duration_seconds_count", **labels) == before + 1
 
 
 def test_a_failing_metric_logs_and_never_fails_the_request(user, monkeypatch, caplog):
@@ -179,9 +171,9 @@ def test_a_step_outcome_the_metrics_do_not_know_only_logs(caplog):
         job_type, step = "simple-task", "run"
 
     with caplog.at_level(logging.ERROR, logger="app.observability.instruments"):
-        instruments.record_step(Claim(), "exploded", 0.1)
+        events.step_ended.send("simple-task", claim=Claim(), outcome="exploded", seconds=0.1)
 
-    assert "metrics: recording record_step failed" in caplog.text
+    assert "metrics: recording _step_ended failed" in caplog.text
 
 
 def test_http_metrics_group_by_route_and_skip_the_scrapes(client, user):

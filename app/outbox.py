@@ -1,7 +1,7 @@
-"""Publishing the outbox: dispatch intents committed with the change that needs them.
+"""The outbox: dispatch intents committed with the change that needs them, published after.
 
 A job and its first dispatch intent commit together; only then is the intent
-published, by the code that committed it (the request, the step), on its own thread
+published (``publish``), by the code that committed it (the request, the step), on its own thread
 and its own broker connection. The rows of what was published are deleted a moment
 later (``DELETE_DELAY``), many in one statement, by a thread of the process: not on
 the request's path, and well before the sweep would take them for unpublished. What
@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from celery import Celery
@@ -36,18 +37,50 @@ from app.extensions import db
 from app.framework.registry import registry
 from app.models import Outbox
 from app.observability import sentry
-from app.sql import queries
 from app.sql import run
-from app.state import Dispatch
+from app.sql import statements
+from app.status import RUNNABLE
 
 log = logging.getLogger(__name__)
 
-#: Job statuses in which a dispatch intent still means work to run.
-RUNNABLE = ("PENDING", "RUNNING")
 #: Seconds a publisher leaves the broker alone after it refused a message.
 BACKOFF_SECONDS = 2.0
 #: Seconds the rows of published intents wait to be deleted together.
 DELETE_DELAY = 0.2
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A committed dispatch intent (an outbox row): run ``step`` of the job."""
+
+    outbox_id: uuid.UUID
+    job_id: uuid.UUID
+    step: str
+    job_type: str
+    priority: int
+    #: The Sentry trace of the transaction that wrote it, which its publisher continues.
+    traceparent: str | None = None
+    baggage: str | None = None
+
+
+def trace() -> dict[str, str | None]:
+    """The columns an intent written now keeps of the current trace (``traceparent``,
+    ``baggage``; none when Sentry is off), for its publisher to continue."""
+    return sentry.trace_headers()
+
+
+def init_app(app: Flask) -> None:
+    """Give the app the ``Dispatcher`` that ``publish`` uses."""
+    app.extensions[_EXTENSION] = Dispatcher(app)
+
+
+def publish(intents: list[Dispatch]) -> None:
+    """Publish intents that were just committed, now (``Dispatcher.publish``)."""
+    if intents:
+        current_app.extensions[_EXTENSION].publish(intents)
+
+
+_EXTENSION = "agentq.dispatcher"
 
 
 def signature_for(celery: Celery, job_type: str, step: str, job_id: str, priority: int):
@@ -146,7 +179,7 @@ def publish_due(*, older_than: float = 0.0, limit: int = 100) -> int:
     """
     celery = current_app.extensions["celery"]
     rows = db.session.execute(
-        queries["claim_outbox"], {"older_than": older_than, "limit": limit}
+        statements["claim_outbox"], {"older_than": older_than, "limit": limit}
     ).all()
     sent = 0
     for row in rows:
