@@ -15,6 +15,7 @@ from pathlib import Path
 from celery.signals import before_task_publish
 
 from app.framework import APPROVAL_REQUIRED
+from app.framework import BeforeAfter
 from app.framework import Handler
 from app.framework import StepContext
 from app.framework import registry
@@ -139,3 +140,21 @@ def review(ctx: StepContext) -> dict:
 def apply(ctx: StepContext) -> dict:
     mark(ctx)
     return {"applied": True}
+
+
+renamed = registry.register(
+    Handler("test-before-after", description="A checkpoint shown as before and after")
+)
+
+
+@renamed.step("rename", approval=True, view=BeforeAfter(before="old", after="new"))
+def rename(ctx: StepContext) -> dict:
+    """Propose the input's name upper-cased."""
+    name = ctx.input["name"]
+    ctx.checkpoint(APPROVAL_REQUIRED, "Rename", data={"old": name, "new": name.upper()})
+    return {"new": name.upper()}
+
+
+@renamed.step("keep")
+def keep(ctx: StepContext) -> dict:
+    return {"name": ctx.approved("new", default=ctx.outputs["rename"]["new"])}

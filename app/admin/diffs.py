@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class FileDiff:
+class UnifiedDiff:
     """One file's diff as lines of ``(kind, text)``; kind is add, del, hunk, meta or ctx."""
 
     path: str
@@ -16,18 +16,7 @@ class FileDiff:
     change: str
 
 
-def files_of(data) -> list[dict] | None:
-    """``data["files"]`` when it is a list of ``{path, content}`` strings, else None."""
-    files = data.get("files") if isinstance(data, dict) else None
-    if isinstance(files, list) and all(
-        isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("content"), str)
-        for f in files
-    ):
-        return files
-    return None
-
-
-def file_diff(path: str, old: str | None, new: str) -> FileDiff:
+def file_diff(path: str, old: str | None, new: str) -> UnifiedDiff:
     """The diff turning ``old`` (None: no such file yet) into ``new``."""
     before = (old or "").splitlines(keepends=False)
     after = new.splitlines(keepends=False)
@@ -47,15 +36,15 @@ def file_diff(path: str, old: str | None, new: str) -> FileDiff:
             kind = "ctx"
         lines.append((kind, text))
     change = "new file" if old is None else ("modified" if lines else "unchanged")
-    return FileDiff(path, lines, change)
+    return UnifiedDiff(path, lines, change)
 
 
-def proposal_diffs(workspace, files: list[dict]) -> list[FileDiff]:
+def proposal_diffs(workspace, files: list[dict]) -> list[UnifiedDiff]:
     """Each proposed file against what the job's workspace holds now."""
     return [file_diff(f["path"], workspace.read(f["path"]), f["content"]) for f in files]
 
 
-def edit_diffs(proposed: list[dict], approved: list[dict]) -> list[FileDiff]:
+def edit_diffs(proposed: list[dict], approved: list[dict]) -> list[UnifiedDiff]:
     """What a reviewer changed: each approved file against its proposal (or none)."""
     before = {f["path"]: f["content"] for f in proposed}
     diffs = [file_diff(f["path"], before.get(f["path"]), f["content"]) for f in approved]
