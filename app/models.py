@@ -160,7 +160,11 @@ class Checkpoint(db.Model):
     __table_args__ = (
         sa.CheckConstraint(_in("type", CheckpointType), name="type_known"),
         sa.CheckConstraint(_in("status", CheckpointStatus), name="status_known"),
-        sa.CheckConstraint("(type = 'INFO') = (status = 'RECORDED')", name="info_never_blocks"),
+        sa.CheckConstraint(
+            f"({_is('type', CheckpointType.INFO).text}) = "
+            f"({_is('status', CheckpointStatus.RECORDED).text})",
+            name="info_never_blocks",
+        ),
         sa.Index("ix_checkpoints_job", "job_id", "created_at"),
         sa.Index(
             "ix_checkpoints_pending",

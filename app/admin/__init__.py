@@ -24,6 +24,10 @@ from app.admin import fleet
 from app.admin import jobs
 from app.extensions import db
 from app.models import User
+from app.status import CheckpointStatus
+from app.status import CheckpointType
+from app.status import JobStatus
+from app.status import Outcome
 
 login_manager = LoginManager()
 csrf = CSRFProtect()
@@ -74,6 +78,13 @@ def init_app(app: Flask) -> None:
     csrf.init_app(app)
     for module in (auth, checkpoints, jobs, fleet):
         app.register_blueprint(module.bp)
+    # The pages compare statuses and outcomes with the vocabulary, never spelled out.
+    app.jinja_env.globals.update(
+        JobStatus=JobStatus,
+        CheckpointStatus=CheckpointStatus,
+        CheckpointType=CheckpointType,
+        Outcome=Outcome,
+    )
     app.add_template_filter(filters.when)
     app.add_template_filter(filters.ago)
     app.add_template_filter(filters.pretty_json)

@@ -50,6 +50,7 @@ from sentry_sdk.utils import capture_internal_exceptions
 
 from app import queries
 from app.observability import logs
+from app.status import StepOutcome
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def capture_step_error(exc: BaseException, *, outcome: str) -> None:
     if not enabled():
         return
     with capture_internal_exceptions(), sentry_sdk.new_scope() as scope:
-        scope.set_level("error" if outcome == "failed" else "warning")
+        scope.set_level("error" if outcome == StepOutcome.FAILED else "warning")
         scope.set_tag("step_outcome", outcome)
         sentry_sdk.capture_exception(exc)
 
