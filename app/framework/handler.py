@@ -1,4 +1,4 @@
-"""A job type: a ``Handler`` and its ordered ``Step``\\ s."""
+"""A job type: a ``Handler`` and its ordered steps (``Step``)."""
 
 from __future__ import annotations
 

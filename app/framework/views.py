@@ -8,8 +8,8 @@ time, APPROVAL_REQUIRED or INFO) are shown that way::
     @handler.step("rename", approval=True, view=BeforeAfter(before="old", after="new"))
 
 A step that names none takes its handler's (``Handler(..., view=...)``), and else
-``Json()``. So does a checkpoint whose data does not have the view's shape, or whose
-handler or step is no longer deployed.
+``Json()``, which also shows a checkpoint whose data does not have its view's shape, or
+whose handler or step is no longer deployed.
 """
 
 from __future__ import annotations
