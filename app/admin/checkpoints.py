@@ -8,7 +8,6 @@ from typing import Any
 import sqlalchemy.orm as so
 from flask import Blueprint
 from flask import abort
-from flask import current_app
 from flask import flash
 from flask import redirect
 from flask import render_template
@@ -18,39 +17,33 @@ from flask_login import current_user
 from marshmallow import ValidationError
 
 from app import queries
-from app import state
-from app.admin import page_filters
+from app import review
+from app.admin.args import page_filters
 from app.admin.auth import admin_required
-from app.admin.diffs import edit_diffs
-from app.admin.diffs import file_diff
-from app.admin.diffs import files_of
-from app.admin.diffs import proposal_diffs
+from app.admin.display import editable_files
+from app.admin.display import present
+from app.admin.display import present_edit
 from app.admin.filters import ago
 from app.admin.filters import when
-from app.api.paging import keyset_page
-from app.errors import AgentqError
 from app.errors import AlreadyDecided
 from app.errors import InvalidEdit
 from app.errors import InvalidTransition
 from app.errors import field_messages
 from app.extensions import db
-from app.framework.registry import registry
-from app.framework.workspace import Workspace
+from app.framework import registry
 from app.limits import page_decisions
 from app.models import Checkpoint
 from app.models import Job
-from app.observability import logs
-from app.observability import sentry
+from app.paging import keyset_page
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointListArgs
 from app.schemas import RejectionSchema
+from app.status import Outcome
 
 bp = Blueprint("admin_checkpoints", __name__, url_prefix="/admin/agent-checkpoints")
 
 #: Rows of the list page: the oldest pending ones; newer ones are a "Newer" link away.
 PAGE_SIZE = 50
-#: Records shown in a data-processing preview.
-PREVIEW_ROWS = 50
 
 
 def _pending(job_type: str | None, cursor: str | None) -> tuple[list[Checkpoint], str | None]:
@@ -93,56 +86,6 @@ def _get_checkpoint(checkpoint_id: uuid.UUID) -> Checkpoint:
     return checkpoint
 
 
-def _workspace_diffs(checkpoint: Checkpoint, files: list[dict]) -> tuple[list, str | None]:
-    """The proposal against the job's workspace, or against nothing when it cannot be read."""
-    workspace = Workspace(current_app.config["WORKSPACE_ROOT"], str(checkpoint.job_id))
-    try:
-        return proposal_diffs(workspace, files), None
-    except (AgentqError, OSError, ValueError) as error:
-        diffs = [file_diff(f["path"], None, f["content"]) for f in files]
-        return diffs, f"The workspace could not be read ({error}); the files are shown whole."
-
-
-def _data_view(checkpoint: Checkpoint) -> dict:
-    """How to show the checkpoint's data to people: file diffs, a table of records, or JSON."""
-    data = checkpoint.data
-    files = files_of(data)
-    if checkpoint.handler == "code-generation" and files is not None:
-        if checkpoint.status != state.CheckpointStatus.PENDING:
-            # Once decided, the workspace may hold the approved files: a diff against it
-            # would show nothing, so show what was proposed instead.
-            return {"kind": "files", "files": files, "diffs": None, "problem": None}
-        diffs, problem = _workspace_diffs(checkpoint, files)
-        return {"kind": "files", "files": files, "diffs": diffs, "problem": problem}
-    records = data.get("records") if isinstance(data, dict) else None
-    if (
-        checkpoint.handler == "data-processing"
-        and isinstance(records, list)
-        and all(isinstance(r, dict) for r in records)
-    ):
-        columns = data.get("columns")
-        if not isinstance(columns, list):
-            columns = sorted({key for record in records for key in record})
-        return {
-            "kind": "records",
-            "columns": columns,
-            "records": records[:PREVIEW_ROWS],
-            "total": len(records),
-        }
-    return {"kind": "json", "data": data}
-
-
-def _edit_view(checkpoint: Checkpoint) -> dict | None:
-    """What the approver changed, when they approved edited data."""
-    decision = checkpoint.decision
-    if decision is None or decision.data is None:
-        return None
-    proposed, approved = files_of(checkpoint.data), files_of(decision.data)
-    if proposed is not None and approved is not None:
-        return {"kind": "files", "diffs": edit_diffs(proposed, approved)}
-    return {"kind": "json", "data": decision.data}
-
-
 def _render_detail(checkpoint: Checkpoint, *, errors: dict | None = None, status: int = 200):
     """The checkpoint page; ``errors`` are the reject form's field errors."""
     job = checkpoint.job
@@ -151,8 +94,8 @@ def _render_detail(checkpoint: Checkpoint, *, errors: dict | None = None, status
         checkpoint=checkpoint,
         job=job,
         logs=queries.job_logs(job.id),
-        view=_data_view(checkpoint),
-        edit=_edit_view(checkpoint),
+        view=present(checkpoint),
+        edit=present_edit(checkpoint),
         errors=errors or {},
     )
     return page, status
@@ -160,8 +103,8 @@ def _render_detail(checkpoint: Checkpoint, *, errors: dict | None = None, status
 
 def _edited_files(checkpoint: Checkpoint) -> dict | None:
     """The proposed files as the reviewer left them in the form; None when none was edited."""
-    files = files_of(checkpoint.data)
-    if checkpoint.handler != "code-generation" or files is None:
+    files = editable_files(checkpoint)
+    if files is None:
         return None
     edited, changed = [], False
     for i, f in enumerate(files):
@@ -202,32 +145,27 @@ def _decided_first(checkpoint: Checkpoint) -> str:
         return f"Already {checkpoint.status.lower()} at {when(checkpoint.decided_at)}."
     who = decision.user.name if decision.user else "a deleted user"
     message = f"Already {decision.outcome.lower()} by {who} at {when(decision.created_at)}"
-    if decision.outcome == state.Outcome.REJECTED and decision.reason:
+    if decision.outcome == Outcome.REJECTED and decision.reason:
         message += f": {decision.reason}"
     return message
 
 
-def _decide(checkpoint_id: uuid.UUID, outcome: state.Outcome, **decision: Any):
+def _decide(checkpoint_id: uuid.UUID, outcome: Outcome, **decision: Any):
     """Record the decision, then go back to the checkpoint, flashing what happened."""
-    logs.bind(checkpoint_id=checkpoint_id)
-    sentry.set_decider(current_user.id, request.remote_addr, checkpoint_id=checkpoint_id)
+    actor = review.Actor(
+        "admin",
+        user_id=current_user.id,
+        ip=request.remote_addr,
+        user_agent=request.user_agent.string or None,
+    )
     try:
-        checkpoint = state.decide(
-            checkpoint_id,
-            outcome,
-            user_id=current_user.id,
-            ip=request.remote_addr,
-            user_agent=request.user_agent.string or None,
-            **decision,
-        )
+        review.decide(checkpoint_id, outcome, actor, **decision)
     except AlreadyDecided as error:
         flash(_decided_first(error.checkpoint), "warning")
     except (InvalidTransition, InvalidEdit) as error:
         flash(error.message, "error")
     else:
-        logs.decided(checkpoint, outcome, by=current_user.name)
-        sentry.tag(job_id=checkpoint.job_id, job_type=checkpoint.handler)
-        flash("Approved." if outcome == state.Outcome.APPROVED else "Rejected.", "success")
+        flash("Approved." if outcome == Outcome.APPROVED else "Rejected.", "success")
     return redirect(url_for(".detail", checkpoint_id=checkpoint_id), 303)
 
 
@@ -279,7 +217,7 @@ def approve(checkpoint_id: uuid.UUID):
     except ValidationError as exc:
         errors = _form_errors(exc, {"reason": "approve-comment", "data.files": "file"})
         return _render_detail(checkpoint, errors=errors, status=422)
-    return _decide(checkpoint_id, state.Outcome.APPROVED, **decision)
+    return _decide(checkpoint_id, Outcome.APPROVED, **decision)
 
 
 @bp.post("/<uuid:checkpoint_id>/reject")
@@ -296,4 +234,4 @@ def reject(checkpoint_id: uuid.UUID):
     except ValidationError as exc:
         errors = _form_errors(exc, {"reason": "reject-reason"})
         return _render_detail(_get_checkpoint(checkpoint_id), errors=errors, status=422)
-    return _decide(checkpoint_id, state.Outcome.REJECTED, **decision)
+    return _decide(checkpoint_id, Outcome.REJECTED, **decision)

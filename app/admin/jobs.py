@@ -19,26 +19,26 @@ from flask_login import current_user
 
 from app import queries
 from app import state
-from app.admin import page_filters
+from app.admin.args import page_filters
 from app.admin.auth import admin_required
-from app.admin.diffs import FileDiff
-from app.admin.diffs import edit_diffs
-from app.admin.diffs import files_of
-from app.api.paging import keyset_page
+from app.admin.diffs import UnifiedDiff
+from app.admin.display import edited_files
 from app.errors import InvalidTransition
 from app.errors import NotFoundError
 from app.extensions import db
-from app.framework.registry import registry
+from app.framework import registry
 from app.models import Checkpoint
 from app.models import Job
+from app.paging import keyset_page
 from app.schemas import JobListArgs
+from app.status import CANCELLABLE
+from app.status import RETRYABLE
+from app.status import JobStatus
 
 bp = Blueprint("admin_jobs", __name__, url_prefix="/admin/jobs")
 
 #: Jobs on one page of the list.
 PAGE_SIZE = 50
-CANCELLABLE = {state.JobStatus.PENDING, state.JobStatus.RUNNING, state.JobStatus.WAITING_APPROVAL}
-RETRYABLE = {state.JobStatus.FAILED, state.JobStatus.CANCELLED}
 
 
 @dataclass
@@ -49,10 +49,10 @@ class Entry:
     kind: str
     item: Any
     #: For a decision: what the reviewer changed in the proposed files before approving.
-    edits: list[FileDiff] = field(default_factory=list)
+    edits: list[UnifiedDiff] = field(default_factory=list)
 
 
-def get_job_or_404(job_id: uuid.UUID) -> Job:
+def job_or_404(job_id: uuid.UUID) -> Job:
     """:raise 404: when there is no such job."""
     try:
         return queries.get_job(job_id)
@@ -74,9 +74,7 @@ def timeline(logs: list, checkpoints: list[Checkpoint]) -> list[Entry]:
     for c in checkpoints:
         entries.append(Entry(c.created_at, "checkpoint", c))
         if c.decision:
-            proposed, approved = files_of(c.data), files_of(c.decision.data)
-            edits = edit_diffs(proposed, approved) if proposed is not None and approved else []
-            entries.append(Entry(c.decision.created_at, "decision", c, edits))
+            entries.append(Entry(c.decision.created_at, "decision", c, edited_files(c) or []))
     return sorted(entries, key=lambda e: e.at)
 
 
@@ -102,7 +100,7 @@ def index():
         pending={c.job_id: c for c in waiting},
         filters=filters,
         paged="cursor" in args,
-        statuses=[s.value for s in state.JobStatus],
+        statuses=[s.value for s in JobStatus],
         job_types=job_types,
     )
 
@@ -111,7 +109,7 @@ def index():
 @admin_required
 def detail(job_id: uuid.UUID):
     """A job: its facts, timeline, step ledger, and the actions its status allows."""
-    job = get_job_or_404(job_id)
+    job = job_or_404(job_id)
     checkpoints = queries.job_checkpoints(job.id)
     return render_template(
         "admin/job.html",
@@ -126,7 +124,7 @@ def detail(job_id: uuid.UUID):
 
 def _act(job_id: uuid.UUID, action, verb: str):
     """Run ``action`` on the job as the signed-in admin, then back to the job with a flash."""
-    get_job_or_404(job_id)
+    job_or_404(job_id)
     try:
         job = action(job_id, by=current_user.name)
     except InvalidTransition as exc:
@@ -134,7 +132,7 @@ def _act(job_id: uuid.UUID, action, verb: str):
         now = (exc.details or {}).get("status", "in another state")
         flash(f"Not {verb}: the job is {now} now.", "error")
     else:
-        if job.status == state.JobStatus.CANCELLED:
+        if job.status == JobStatus.CANCELLED:
             flash("Job cancelled.", "success")
         else:
             flash(f"Job queued again at step {job.current_step}.", "success")
