@@ -162,8 +162,8 @@ def check_db() -> None:
 @main.command(with_appcontext=False)
 def verify() -> None:
     """Verify database, migrations, broker, workers and handlers."""
-    from app.api.health import readiness
     from app.framework.registry import registry
+    from app.api.health import readiness
 
     app = _app_or_fail()
     with app.app_context():
@@ -180,7 +180,19 @@ def verify() -> None:
     sys.exit(0 if ok else 1)
 
 
-def _celery(args: tuple[str, ...]) -> None:
+def agentq_argv(*args: str) -> list[str]:
+    """The command line that runs ``agentq *args`` with this Python.
+
+    ``agentq dev``, the test fixtures and the benchmarks start the worker and beat
+    this way, ``agentq_argv("worker", "--concurrency", "2")``, so they run what the
+    Procfile runs. By module rather than by the ``agentq`` script, which need not sit
+    beside the interpreter.
+    """
+    return [sys.executable, "-m", "app.cli", *args]
+
+
+def _celery(*args: str) -> None:
+    """Become ``celery -A worker *args``: the same process (its pid, its signals)."""
     os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "worker", *args])
 
 
@@ -188,10 +200,17 @@ def _celery(args: tuple[str, ...]) -> None:
     with_appcontext=False,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
+@click.option(
+    "-Q",
+    "--queues",
+    default=f"{STEPS_QUEUE},{SWEEPS_QUEUE}",
+    show_default=True,
+    help="The queues to consume, comma-separated.",
+)
 @click.pass_context
-def worker(ctx: click.Context) -> None:
+def worker(ctx: click.Context, queues: str) -> None:
     """Run a Celery worker on the steps and sweeps queues (extra args go to celery)."""
-    _celery(("worker", "--loglevel", "INFO", "-Q", f"{STEPS_QUEUE},{SWEEPS_QUEUE}", *ctx.args))
+    _celery("worker", "--loglevel", "INFO", "-Q", queues, *ctx.args)
 
 
 @main.command(
@@ -202,10 +221,13 @@ def worker(ctx: click.Context) -> None:
 def beat(ctx: click.Context) -> None:
     """Run Celery beat, which schedules the sweeps (extra args go to celery)."""
     from app.config import home
+    from app.observability.logs import log_format
 
     home().mkdir(parents=True, exist_ok=True)
     schedule = ("--schedule", str(home() / "celerybeat-schedule"))
-    _celery(("beat", "--loglevel", "INFO", *schedule, *ctx.args))
+    # Beat prints its banner before logging is set up: left out of JSON logs.
+    quiet = ("--quiet",) if log_format() == "json" else ()
+    _celery(*quiet, "beat", "--loglevel", "INFO", *schedule, *ctx.args)
 
 
 @main.command(with_appcontext=False)

@@ -327,18 +327,23 @@ class Bench:
         self,
         app: str = "worker",
         *,
-        queues: str = "agentq.steps,agentq.sweeps",
+        queues: str | None = None,
         concurrency: int = 2,
         name: str = "worker",
         **env: str,
     ) -> Proc:
-        """``celery -A <app> worker``, waiting until it answers a ping."""
+        """A Celery worker, waiting until it answers a ping: agentq's as the Procfile runs
+        it (``agentq worker``), or another ``app``'s (``celery -A bench.bare worker``);
+        on ``queues`` instead of its default ones when given."""
+        from app.cli import agentq_argv
+
+        if app == "worker":
+            argv = agentq_argv("worker")
+        else:
+            argv = [sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel", "INFO"]
         hostname = f"{name}-{os.getpid()}@%h"
-        argv = [
-            *(sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel", "INFO"),
-            *("-Q", queues, "--concurrency", str(concurrency), "--hostname", hostname),
-            *("--without-mingle", "--without-gossip"),
-        ]
+        argv += [*(("-Q", queues) if queues else ()), "--concurrency", str(concurrency)]
+        argv += ["--hostname", hostname, "--without-mingle", "--without-gossip"]
         proc = self.spawn(name, argv, env)
         celery = self.app.extensions["celery"]
         prefix = hostname.split("@")[0] + "@"
@@ -351,11 +356,10 @@ class Bench:
         return proc
 
     def beat(self) -> Proc:
-        argv = [
-            *(sys.executable, "-m", "celery", "-A", "worker", "--quiet", "beat"),
-            *("--loglevel", "INFO", "--schedule", str(self.tmp / "celerybeat-schedule")),
-        ]
-        return self.spawn("beat", argv)
+        """``agentq beat`` as the Procfile runs it."""
+        from app.cli import agentq_argv
+
+        return self.spawn("beat", agentq_argv("beat"))
 
     def stop_all(self) -> None:
         """Stop every process this bench started (between benchmarks)."""

@@ -3,7 +3,7 @@
 Postgres and Redis come from the embedded wheels, started once per session in a
 temporary directory, unless ``DATABASE_URL`` and ``REDIS_URL`` are set (``.ci/run``
 points them at the machine's servers). The schema is made by ``agentq db upgrade``.
-The worker and beat are ``celery -A worker ...`` subprocesses; every test starts
+The worker and beat are ``agentq worker`` and ``agentq beat`` subprocesses; every test starts
 with empty tables and empty queues.
 """
 
@@ -124,9 +124,11 @@ class Process:
 
 
 def celery_process(kind: str, *args: str, name: str | None = None, env=None) -> Process:
-    """``celery -A worker worker|beat|...`` as a :class:`Process`."""
-    argv = [sys.executable, "-m", "celery", "-A", "worker", kind, "--loglevel", "INFO", *args]
-    return Process(name or kind, argv, env)
+    """``agentq worker|beat *args`` (as the Procfile runs them, ``args`` going to celery)
+    as a :class:`Process`."""
+    from app.cli import agentq_argv
+
+    return Process(name or kind, agentq_argv(kind, *args), env)
 
 
 def wait_until(predicate, timeout: float = 30.0, message: str = "condition"):
@@ -174,8 +176,6 @@ def app(servers):
 def celery_worker(servers):
     worker = celery_process(
         "worker",
-        "-Q",
-        "agentq.steps,agentq.sweeps",
         "--concurrency",
         "1",
         "--without-mingle",
@@ -183,7 +183,7 @@ def celery_worker(servers):
         "--hostname",
         f"test-{uuid.uuid4().hex[:6]}@%h",
     )
-    beat = celery_process("beat", "--schedule", str(TMP / "celerybeat-schedule"))
+    beat = celery_process("beat")
     worker.start()
     beat.start()
     yield worker

@@ -17,12 +17,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import click
 
-from app.config import STEPS_QUEUE
-from app.config import SWEEPS_QUEUE
+from app.cli import agentq_argv
 from app.config import dev_state
 from app.config import home
 from app.config import local_secret_key
@@ -56,11 +54,12 @@ def _already_running() -> int | None:
     return None
 
 
-def _processes(port: int, var: Path) -> dict[str, list[str]]:
-    python = sys.executable
+def _processes(port: int) -> dict[str, list[str]]:
+    """The command line of each process: web as gunicorn, worker and beat as the Procfile
+    runs them (``agentq worker``, ``agentq beat``)."""
     return {
         "web": [
-            python,
+            sys.executable,
             "-m",
             "gunicorn",
             # Hooks that sum the metrics of every gunicorn worker on /api/metrics.
@@ -76,36 +75,8 @@ def _processes(port: int, var: Path) -> dict[str, list[str]]:
             "10",
             "app:create_app()",
         ],
-        "worker": [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "-Q",
-            f"{STEPS_QUEUE},{SWEEPS_QUEUE}",
-            "--concurrency",
-            "2",
-            "--hostname",
-            "agentq-dev@%h",
-        ],
-        "beat": [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "worker",
-            # Beat prints its banner before logging is set up: not in JSON logs.
-            *(["--quiet"] if os.environ.get("LOG_FORMAT") != "text" else []),
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--schedule",
-            str(var / "celerybeat-schedule"),
-        ],
+        "worker": agentq_argv("worker", "--concurrency", "2", "--hostname", "agentq-dev@%h"),
+        "beat": agentq_argv("beat"),
     }
 
 
@@ -152,7 +123,7 @@ def run(port: int) -> None:
             )
         )
         admin = _prepare()
-        processes = _processes(port, var)
+        processes = _processes(port)
         for name, argv in processes.items():
             children[name] = _start(argv)
         while not _answers(web_url):

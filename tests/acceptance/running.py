@@ -11,6 +11,7 @@ import uuid
 
 import requests
 
+from app.cli import agentq_argv
 from app.dev.embedded import free_port
 from tests.conftest import Process
 from tests.conftest import wait_until
@@ -52,28 +53,15 @@ class Gunicorn(Process):
 
 
 class Worker(Process):
-    """``celery -A worker worker`` on both queues, ``concurrency`` pool processes."""
+    """``agentq worker`` as the Procfile runs it, ``concurrency`` pool processes."""
 
     def __init__(self, name: str, env: dict[str, str], *, concurrency: int = 1) -> None:
         self.hostname = f"test-{uuid.uuid4().hex[:6]}@%h"
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
+        argv = agentq_argv(
             "worker",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "-Q",
-            "agentq.steps,agentq.sweeps",
-            "--concurrency",
-            str(concurrency),
-            "--without-mingle",
-            "--without-gossip",
-            "--hostname",
-            self.hostname,
-        ]
+            *("--concurrency", str(concurrency), "--hostname", self.hostname),
+            *("--without-mingle", "--without-gossip"),
+        )
         super().__init__(name, argv, env)
 
     def start(self, celery) -> None:

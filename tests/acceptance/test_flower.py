@@ -81,7 +81,7 @@ def events_worker(app, celery_worker):
     name = f"flower-{uuid.uuid4().hex[:6]}"
     worker = celery_process(
         "worker",
-        *("-Q", "agentq.steps,agentq.sweeps", "--concurrency", "1", "--hostname", f"{name}@%h"),
+        *("--concurrency", "1", "--hostname", f"{name}@%h"),
         *("--without-mingle", "--without-gossip"),
         name="events-worker",
         env=EVENTS,

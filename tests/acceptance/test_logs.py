@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
 import requests
@@ -14,6 +13,7 @@ from tests.acceptance.running import Http
 from tests.acceptance.running import Worker
 from tests.conftest import TMP
 from tests.conftest import Process
+from tests.conftest import celery_process
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
@@ -159,11 +159,11 @@ def test_web_lines_are_json_with_the_request_id(app, user):
 
 
 def test_beat_logs_json_lines(servers):
-    """Given beat as the Procfile runs it (``--quiet``: its banner is printed before logging
-    is set up), when it sends the sweep, then every line it wrote is JSON."""
-    argv = [sys.executable, "-m", "celery", "-A", "worker", "--quiet", "beat"]
-    argv += ["--loglevel", "INFO", "--schedule", str(TMP / "logs-beat-schedule")]
-    beat = Process("logs-beat", argv, {"LOG_FORMAT": "json"})
+    """Given beat as the Procfile runs it (``agentq beat``, which leaves out the banner
+    Celery prints before logging is set up), when it sends the sweep, then every line it
+    wrote is JSON."""
+    schedule = ("--schedule", str(TMP / "logs-beat-schedule"))
+    beat = celery_process("beat", *schedule, name="logs-beat", env={"LOG_FORMAT": "json"})
     beat.start()
     try:
         wait_until(

@@ -31,6 +31,7 @@ from app.dev.embedded import free_port
 from tests.conftest import TMP
 from tests.conftest import ApiUser
 from tests.conftest import Process
+from tests.conftest import celery_process
 from tests.conftest import stop_worker
 from tests.conftest import wait_until
 
@@ -85,19 +86,20 @@ class Deployment:
         self.worker_urls: list[str] = []
         for letter in "ab":
             metrics_port = free_port()
-            argv = [sys.executable, "-m", "celery", "-A", "worker", "worker"]
-            argv += ["-Q", "agentq.steps,agentq.sweeps", "--concurrency", "2"]
-            argv += ["--hostname", f"metrics-{letter}-{uuid.uuid4().hex[:6]}@%h"]
-            argv += ["--without-mingle", "--without-gossip", "--loglevel", "INFO"]
+            options = ["--concurrency", "2"]
+            options += ["--hostname", f"metrics-{letter}-{uuid.uuid4().hex[:6]}@%h"]
+            options += ["--without-mingle", "--without-gossip"]
             # Pool children are recycled too: their files stay in the worker's directory.
-            argv += ["--max-tasks-per-child", "4"]
+            options += ["--max-tasks-per-child", "4"]
             env = {
                 **os.environ,
                 "WORKER_METRICS_PORT": str(metrics_port),
                 "WORKER_METRICS_ADDR": "127.0.0.1",
                 "TMPDIR": str(self.worker_tmp),
             }
-            self.workers.append(Process(f"metrics-worker-{letter}", argv, env))
+            self.workers.append(
+                celery_process("worker", *options, name=f"metrics-worker-{letter}", env=env)
+            )
             self.worker_urls.append(f"http://127.0.0.1:{metrics_port}/metrics")
 
     def start(self) -> None:

@@ -175,8 +175,7 @@ def metrics_worker(no_worker, app):
     name = f"prometheus-{uuid.uuid4().hex[:6]}@%h"
     worker = celery_process(
         "worker",
-        *("-Q", "agentq.steps,agentq.sweeps", "--concurrency", "2"),
-        *("--without-mingle", "--without-gossip", "--hostname", name),
+        *("--concurrency", "2", "--without-mingle", "--without-gossip", "--hostname", name),
         name="prometheus-worker",
         env={"WORKER_METRICS_PORT": str(port), "WORKER_METRICS_ADDR": "127.0.0.1"},
     )
