@@ -33,6 +33,7 @@ from app.paging import keyset_page
 from app.schemas import JobListArgs
 from app.status import CANCELLABLE
 from app.status import RETRYABLE
+from app.status import CheckpointStatus
 from app.status import JobStatus
 
 bp = Blueprint("admin_jobs", __name__, url_prefix="/admin/jobs")
@@ -116,7 +117,7 @@ def detail(job_id: uuid.UUID):
         job=job,
         entries=timeline(queries.job_logs(job.id), checkpoints),
         steps=queries.job_steps(job.id),
-        pending=next((c for c in checkpoints if c.status == "PENDING"), None),
+        pending=next((c for c in checkpoints if c.status == CheckpointStatus.PENDING), None),
         can_cancel=job.status in CANCELLABLE,
         can_retry=job.status in RETRYABLE,
     )
