@@ -163,7 +163,7 @@ def check_db() -> None:
 def verify() -> None:
     """Verify database, migrations, broker, workers and handlers."""
     from app.framework.registry import registry
-    from app.api.health import readiness
+    from app.health import readiness
 
     app = _app_or_fail()
     with app.app_context():
