@@ -17,15 +17,28 @@ from flask import Flask
 from flask.cli import FlaskGroup
 from flask.cli import with_appcontext
 
+from app import create_app
+from app.auth import create_token
+from app.auth import create_user
+from app.auth import revoke_token
+from app.auth import set_password
+from app.auth import user_by_name
 from app.config import STEPS_QUEUE
 from app.config import SWEEPS_QUEUE
+from app.config import dev_state
+from app.config import home
+from app.dev import demo as walkthrough
+from app.errors import ConfigError
+from app.errors import NotFoundError
+from app.extensions import db
+from app.framework.registry import registry
+from app.health import readiness
+from app.observability.logs import log_format
 
 OK, FAIL = "\u2713", "\u2717"
 
 
 def _create_app():
-    from app import create_app
-
     return create_app()
 
 
@@ -53,8 +66,6 @@ def users() -> None:
 @with_appcontext
 def users_create(name: str, admin: bool) -> None:
     """Create a user; the last line printed is its API token."""
-    from app.auth import create_user
-
     try:
         user, row, token = create_user(name, admin=admin)
     except sa.exc.IntegrityError:
@@ -69,10 +80,6 @@ def users_create(name: str, admin: bool) -> None:
 @with_appcontext
 def users_set_password(name: str, password: str) -> None:
     """Set the password user NAME signs in to the admin pages with."""
-    from app.auth import set_password
-    from app.auth import user_by_name
-    from app.errors import NotFoundError
-
     if len(password) < 8:
         raise click.ClickException("A password needs at least 8 characters")
     try:
@@ -93,10 +100,6 @@ def tokens() -> None:
 @with_appcontext
 def tokens_create(name: str) -> None:
     """Make a new token for user NAME; the last line printed is the token."""
-    from app.auth import create_token
-    from app.auth import user_by_name
-    from app.errors import NotFoundError
-
     try:
         row, token = create_token(user_by_name(name))
     except NotFoundError as exc:
@@ -110,9 +113,6 @@ def tokens_create(name: str) -> None:
 @with_appcontext
 def tokens_revoke(token_id: uuid.UUID) -> None:
     """Revoke token TOKEN_ID; requests carrying it are refused at once."""
-    from app.auth import revoke_token
-    from app.errors import NotFoundError
-
     try:
         row = revoke_token(token_id)
     except NotFoundError as exc:
@@ -126,8 +126,6 @@ def _check(ok: bool, label: str) -> bool:
 
 
 def _app_or_fail() -> Flask:
-    from app.errors import ConfigError
-
     try:
         return _create_app()
     except ConfigError as exc:
@@ -138,8 +136,6 @@ def _app_or_fail() -> Flask:
 @main.command("check-db", with_appcontext=False)
 def check_db() -> None:
     """Check the database connection and each table."""
-    from app.extensions import db
-
     app = _app_or_fail()
     with app.app_context():
         url = db.engine.url.render_as_string(hide_password=True)
@@ -162,9 +158,6 @@ def check_db() -> None:
 @main.command(with_appcontext=False)
 def verify() -> None:
     """Verify database, migrations, broker, workers and handlers."""
-    from app.framework.registry import registry
-    from app.health import readiness
-
     app = _app_or_fail()
     with app.app_context():
         checks = readiness()
@@ -178,17 +171,6 @@ def verify() -> None:
         ok &= _check(bool(names), f"workers answering: {', '.join(names) or 'none'}")
         ok &= _check(bool(registry.names()), f"handlers registered: {', '.join(registry.names())}")
     sys.exit(0 if ok else 1)
-
-
-def agentq_argv(*args: str) -> list[str]:
-    """The command line that runs ``agentq *args`` with this Python.
-
-    ``agentq dev``, the test fixtures and the benchmarks start the worker and beat
-    this way, ``agentq_argv("worker", "--concurrency", "2")``, so they run what the
-    Procfile runs. By module rather than by the ``agentq`` script, which need not sit
-    beside the interpreter.
-    """
-    return [sys.executable, "-m", "app.cli", *args]
 
 
 def _celery(*args: str) -> None:
@@ -220,9 +202,6 @@ def worker(ctx: click.Context, queues: str) -> None:
 @click.pass_context
 def beat(ctx: click.Context) -> None:
     """Run Celery beat, which schedules the sweeps (extra args go to celery)."""
-    from app.config import home
-    from app.observability.logs import log_format
-
     home().mkdir(parents=True, exist_ok=True)
     schedule = ("--schedule", str(home() / "celerybeat-schedule"))
     # Beat prints its banner before logging is set up: left out of JSON logs.
@@ -234,6 +213,8 @@ def beat(ctx: click.Context) -> None:
 @click.option("--port", envvar="PORT", default=8000, show_default=True, help="Web port.")
 def dev(port: int) -> None:
     """Run everything on embedded Postgres and Redis with data in ./var (Ctrl-C stops)."""
+    # Here, not at the top: the embedded servers need the ``embedded`` extra's packages
+    # (psutil, the wheels), which a production install of the other commands lacks.
     from app.dev import supervisor
 
     supervisor.run(port)
@@ -245,9 +226,6 @@ def dev(port: int) -> None:
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each stage.")
 def demo(url: str | None, token: str | None, timeout: float) -> None:
     """Run the guide's workflow: enqueue code-generation, approve it, see it complete."""
-    from app.config import dev_state
-    from app.dev import demo as walkthrough
-
     url = url or dev_state().get("web_url") or "http://127.0.0.1:8000"
     app = revoke = None
     if not token:
@@ -258,8 +236,6 @@ def demo(url: str | None, token: str | None, timeout: float) -> None:
     finally:
         if revoke:
             with app.app_context():
-                from app.auth import revoke_token
-
                 revoke_token(revoke)
     click.echo(f"{OK} Demo complete: job {job['id']} is COMPLETED")
 

@@ -335,7 +335,7 @@ class Bench:
         """A Celery worker, waiting until it answers a ping: agentq's as the Procfile runs
         it (``agentq worker``), or another ``app``'s (``celery -A bench.bare worker``);
         on ``queues`` instead of its default ones when given."""
-        from app.cli import agentq_argv
+        from app.dev import agentq_argv
 
         if app == "worker":
             argv = agentq_argv("worker")
@@ -357,7 +357,7 @@ class Bench:
 
     def beat(self) -> Proc:
         """``agentq beat`` as the Procfile runs it."""
-        from app.cli import agentq_argv
+        from app.dev import agentq_argv
 
         return self.spawn("beat", agentq_argv("beat"))
 

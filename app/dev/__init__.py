@@ -8,3 +8,18 @@
 * :mod:`app.dev.demo`: ``agentq demo``, the guide's workflow over HTTP against
   a running agentq.
 """
+
+from __future__ import annotations
+
+import sys
+
+
+def agentq_argv(*args: str) -> list[str]:
+    """The command line that runs ``agentq *args`` with this Python.
+
+    ``agentq dev``, the test fixtures and the benchmarks start the worker and beat
+    this way, ``agentq_argv("worker", "--concurrency", "2")``, so they run what the
+    Procfile runs. By module rather than by the ``agentq`` script, which need not sit
+    beside the interpreter.
+    """
+    return [sys.executable, "-m", "app.cli", *args]

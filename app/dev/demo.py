@@ -19,6 +19,13 @@ import click
 import sqlalchemy as sa
 from flask import Flask
 
+from app.auth import create_token
+from app.auth import create_user
+from app.extensions import db
+from app.models import User
+from app.status import CheckpointStatus
+from app.status import JobStatus
+
 
 class Client:
     """JSON calls to the API at ``base`` with an admin's bearer ``token``."""
@@ -62,7 +69,7 @@ class Client:
             if job["status"] != last:
                 last = job["status"]
                 step = job["currentStep"]
-                where = {"WAITING_APPROVAL": f" (approval resumes at {step})"}.get(last, "")
+                where = {JobStatus.WAITING_APPROVAL: f" (approval resumes at {step})"}.get(last, "")
                 click.echo(f"  status: {last}" + (where or (f" (step {step})" if step else "")))
             if job["status"] in statuses:
                 return job
@@ -75,10 +82,6 @@ class Client:
 def temporary_admin_token(app: Flask) -> tuple[uuid.UUID, str]:
     """A new token of an admin (a new user ``demo-admin`` when there is none): its id and
     the token."""
-    from app.auth import create_token
-    from app.auth import create_user
-    from app.extensions import db
-    from app.models import User
 
     with app.app_context():
         admin = db.session.scalars(sa.select(User).where(User.is_admin).limit(1)).first()
@@ -115,16 +118,16 @@ def run(api: Client, timeout: float) -> dict:
     )["job"]
     click.echo(f"  job {job['id']} is {job['status']}")
     click.echo("2. Worker processes the job until its approval checkpoint")
-    api.wait_for(job["id"], {"WAITING_APPROVAL", "FAILED"}, timeout)
+    api.wait_for(job["id"], {JobStatus.WAITING_APPROVAL, JobStatus.FAILED}, timeout)
     checkpoints = api("GET", f"/api/agent-jobs/{job['id']}/checkpoints")["checkpoints"]
-    pending = next(c for c in checkpoints if c["status"] == "PENDING")
+    pending = next(c for c in checkpoints if c["status"] == CheckpointStatus.PENDING)
     files = ", ".join(f["path"] for f in pending["data"]["files"])
     click.echo(f"3. Checkpoint {pending['id']}: {pending['title']} ({files})")
     api("POST", f"/api/admin/agent-checkpoints/{pending['id']}", {"reason": "Looks good (demo)"})
     click.echo("  approved")
     click.echo("4. The continuation runs")
-    job = api.wait_for(job["id"], {"COMPLETED", "FAILED"}, timeout)
-    if job["status"] != "COMPLETED":
+    job = api.wait_for(job["id"], {JobStatus.COMPLETED, JobStatus.FAILED}, timeout)
+    if job["status"] != JobStatus.COMPLETED:
         raise click.ClickException(f"job failed: {job['error']}")
     click.echo(f"  result: {json.dumps(job['result'])}")
     for entry in api("GET", f"/api/agent-jobs/{job['id']}")["job"]["logs"]:

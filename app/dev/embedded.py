@@ -61,6 +61,7 @@ import logging
 import os
 import shlex
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -410,7 +411,6 @@ def _pg_user_ids() -> tuple[int, int]:
     recorded, and some environments strip group/other bits. Done once per
     process because it walks the whole install tree.
     """
-    import stat
 
     commands, utils = _pg_modules()
     entry = utils.ensure_user_exists(PG_SYSTEM_USER)

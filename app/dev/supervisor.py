@@ -19,11 +19,20 @@ import time
 import urllib.request
 
 import click
+import sqlalchemy as sa
+from flask_migrate import upgrade
 
-from app.cli import agentq_argv
+from app import create_app
+from app.auth import create_user
+from app.auth import set_password
 from app.config import dev_state
 from app.config import home
 from app.config import local_secret_key
+from app.dev import agentq_argv
+from app.dev.embedded import EmbeddedPostgres
+from app.dev.embedded import EmbeddedRedis
+from app.extensions import db
+from app.models import User
 
 #: Seconds each process gets to stop (a worker finishes its running steps) before SIGKILL.
 STOP_TIMEOUT = 30
@@ -82,9 +91,6 @@ def _processes(port: int) -> dict[str, list[str]]:
 
 def run(port: int) -> None:
     """Run the embedded system until Ctrl-C (or SIGTERM)."""
-    from app.dev.embedded import EmbeddedPostgres
-    from app.dev.embedded import EmbeddedRedis
-
     var = home()
     var.mkdir(parents=True, exist_ok=True)
     if pid := _already_running():
@@ -198,15 +204,6 @@ def _restart_exited(
 
 def _prepare() -> tuple[str, str] | None:
     """Migrate, and create an admin when there is none; returns its token and password."""
-    import sqlalchemy as sa
-    from flask_migrate import upgrade
-
-    from app import create_app
-    from app.auth import create_user
-    from app.auth import set_password
-    from app.extensions import db
-    from app.models import User
-
     app = create_app()
     with app.app_context():
         upgrade()

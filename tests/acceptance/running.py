@@ -11,7 +11,7 @@ import uuid
 
 import requests
 
-from app.cli import agentq_argv
+from app.dev import agentq_argv
 from app.dev.embedded import free_port
 from tests.conftest import Process
 from tests.conftest import wait_until
