@@ -1,26 +1,31 @@
-"""The rules that need no database: the transition table, the handler registry, the workspace."""
-
-import os
+"""The rules that need no database: the job statuses' transition table, the handler registry."""
 
 import pytest
 
 from app.errors import UnknownHandlerError
 from app.framework import Handler
-from app.framework import PermanentError
 from app.framework import Step
 from app.framework.registry import Registry
-from app.framework.workspace import Workspace
-from app.framework.workspace import path_problem
-from app.state import ALLOWED
-from app.state import FINAL
-from app.state import JobStatus
-from app.state import sources
-
-NON_FINAL = {JobStatus.PENDING, JobStatus.RUNNING, JobStatus.WAITING_APPROVAL}
+from app.status import ALLOWED
+from app.status import CANCELLABLE
+from app.status import FINAL
+from app.status import RETRYABLE
+from app.status import RUNNABLE
+from app.status import JobStatus
 
 
 def noop(ctx):
     return {}
+
+
+def reachable(start: JobStatus) -> set[JobStatus]:
+    """The statuses a job in ``start`` can reach through the table, in any number of moves."""
+    seen, todo = set(), [start]
+    while todo:
+        for target in ALLOWED[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
 
 
 # -- The transition table -----------------------------------------------------------------
@@ -33,50 +38,35 @@ def test_every_status_has_a_row_and_targets_only_known_statuses():
         assert targets <= set(JobStatus), status
 
 
-def test_completed_is_final():
-    """Given a COMPLETED job, then no transition leaves it, and it is the only final status."""
-    assert ALLOWED[JobStatus.COMPLETED] == set()
-    assert FINAL == {JobStatus.COMPLETED}
-    assert JobStatus.COMPLETED.value not in sources(JobStatus.PENDING)
-    assert JobStatus.COMPLETED.value not in sources(JobStatus.RUNNING)
+def test_a_new_job_can_reach_every_status():
+    """Given a job as it is created (PENDING), then some way through the table leads to
+    each status: none is left that no job could ever be in."""
+    assert reachable(JobStatus.PENDING) == set(JobStatus)
 
 
-@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.CANCELLED])
-def test_failed_and_cancelled_only_go_back_to_pending(status):
-    """Given a FAILED or CANCELLED job, then the only way out is a retry to PENDING."""
-    assert ALLOWED[status] == {JobStatus.PENDING}
+@pytest.mark.parametrize("status", sorted(set(JobStatus) - {JobStatus.COMPLETED}))
+def test_a_job_that_has_not_completed_can_still_complete(status):
+    """Given a job in any status but COMPLETED, then it is not final and some way leads to
+    COMPLETED (a failed or cancelled job through a retry): only COMPLETED is the end."""
+    assert status not in FINAL
+    assert JobStatus.COMPLETED in reachable(status)
 
 
-def test_cancel_is_reachable_from_every_non_final_status_and_nothing_else():
-    """Given the table, when asking where CANCELLED comes from, then PENDING, RUNNING, WAITING."""
-    assert set(sources(JobStatus.CANCELLED)) == {s.value for s in NON_FINAL}
+def test_each_status_is_cancellable_retryable_or_final_and_only_one():
+    """Given the sets the API checks an action against, then each status is in exactly one:
+    a job still under way may be cancelled, a stopped one retried, a completed one neither;
+    a cancelled job is retried, not cancelled again."""
+    for status in JobStatus:
+        kinds = [status in CANCELLABLE, status in RETRYABLE, status in FINAL]
+        assert kinds.count(True) == 1, status
+    assert JobStatus.CANCELLED in RETRYABLE
 
 
-def test_retry_is_reachable_from_failed_and_cancelled():
-    """Given the table, then FAILED and CANCELLED are among the sources of PENDING."""
-    assert {"FAILED", "CANCELLED"} <= set(sources(JobStatus.PENDING))
-    assert "COMPLETED" not in sources(JobStatus.PENDING)
-
-
-def test_pending_is_claimed_cancelled_or_dispatched_again():
-    """Given a PENDING job, then it is claimed, cancelled or re-dispatched; it never finishes."""
-    assert ALLOWED[JobStatus.PENDING] == {
-        JobStatus.RUNNING,
-        JobStatus.CANCELLED,
-        JobStatus.PENDING,
-    }
-
-
-def test_waiting_approval_is_entered_only_from_running():
-    """Given the table, then only a running step can park a job at a checkpoint."""
-    assert sources(JobStatus.WAITING_APPROVAL) == [JobStatus.RUNNING.value]
-
-
-def test_sources_returns_plain_status_strings():
-    """Given sources(), then it returns the strings stored in the jobs table."""
-    found = sources(JobStatus.COMPLETED)
-    assert all(type(s) is str for s in found)
-    assert set(found) == {"RUNNING", "WAITING_APPROVAL"}
+def test_a_job_with_work_to_run_can_be_cancelled_and_a_waiting_one_has_none():
+    """Given the statuses in which a job has work to run, then each may be cancelled, and a
+    job waiting for approval is not among them (it holds no worker and no message)."""
+    assert RUNNABLE <= CANCELLABLE
+    assert JobStatus.WAITING_APPROVAL in CANCELLABLE - RUNNABLE
 
 
 # -- The handler registry -----------------------------------------------------------------
@@ -166,119 +156,3 @@ def test_backoff_defaults_and_task_name():
     assert step.backoff(2) == 2.0
     assert step.backoff(100) == 300.0
     assert step.task_name == "agentq.code-generation.propose"
-
-
-# -- The workspace ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("path", ["/etc/passwd", "../escape.txt", "a/../../escape.txt", "", "a/.."])
-def test_workspace_refuses_absolute_and_parent_paths(tmp_path, path):
-    """Given a workspace, when a path is absolute or uses "..", then PermanentError, no write."""
-    ws = Workspace(tmp_path / "root", "job-1")
-    with pytest.raises(PermanentError):
-        ws.write_all([{"path": path, "content": "x"}])
-    assert not (tmp_path / "escape.txt").exists()
-    assert not (tmp_path / "root").exists()
-
-
-@pytest.mark.parametrize(
-    ("path", "says"),
-    [
-        (".", "must name a file"),
-        ("./", "must name a file"),
-        ("lib/", "must name a file"),
-        ("x" * 256 + ".txt", "longer than 255 bytes"),
-        ("lib/" + "é" * 128, "longer than 255 bytes"),
-    ],
-)
-def test_workspace_refuses_what_can_never_be_a_file(tmp_path, path, says):
-    """Given a workspace, when a path names no file ("." or a directory) or has a name the
-    file system cannot hold, then it is refused before anything is written, with the reason
-    (the same check refuses it at submission: `path_problem`)."""
-    ws = Workspace(tmp_path / "root", "job-1")
-    assert says in path_problem(path)
-    with pytest.raises(PermanentError, match=says):
-        ws.write_all([{"path": path, "content": "x"}])
-    assert not (tmp_path / "root").exists()
-
-
-def test_workspace_takes_the_longest_names_that_fit(tmp_path):
-    """A name of exactly 255 bytes is written."""
-    ws = Workspace(tmp_path / "root", "job-1")
-    name = "é" * 127 + "x"
-    assert path_problem(name) is None
-    assert ws.write_all([{"path": name, "content": "x"}]) == [name]
-
-
-def test_a_failed_write_leaves_no_temporary_file(tmp_path):
-    """Given a directory where a file should go, when the write fails, then the error is
-    raised and no `.agentq-*` temporary file is left behind, however often it is retried."""
-    ws = Workspace(tmp_path / "root", "job-1")
-    (ws.root / "lib" / "a.txt").mkdir(parents=True)
-    for _attempt in range(3):
-        with pytest.raises(IsADirectoryError):
-            ws.write_all([{"path": "lib/a.txt", "content": "x"}])
-    assert [p.name for p in (ws.root / "lib").iterdir()] == ["a.txt"]
-
-
-def test_workspace_refuses_a_symlink_out_of_it(tmp_path):
-    """Given a symlink inside the workspace pointing outside, when writing through it, refused."""
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    ws = Workspace(tmp_path / "root", "job-1")
-    ws.root.mkdir(parents=True)
-    (ws.root / "link").symlink_to(outside)
-    with pytest.raises(PermanentError, match="leaves the workspace"):
-        ws.write_all([{"path": "link/evil.txt", "content": "x"}])
-    assert list(outside.iterdir()) == []
-
-
-def test_workspace_checks_every_path_before_writing_any(tmp_path):
-    """Given one good and one bad path, when writing both, then nothing is written."""
-    ws = Workspace(tmp_path / "root", "job-1")
-    files = [{"path": "ok.txt", "content": "fine"}, {"path": "../bad.txt", "content": "no"}]
-    with pytest.raises(PermanentError):
-        ws.write_all(files)
-    assert not (ws.root / "ok.txt").exists()
-
-
-def test_workspace_writes_files_inside_its_root(tmp_path):
-    """Given nested relative paths, when written, then they land under <root>/<job id>."""
-    ws = Workspace(tmp_path / "root", "job-1")
-    written = ws.write_all(
-        [
-            {"path": "lib/auth.py", "content": "def authenticate():\n    pass\n"},
-            {"path": "README.md", "content": "hello"},
-        ]
-    )
-    assert written == ["lib/auth.py", "README.md"]
-    root = tmp_path / "root" / "job-1"
-    assert (root / "lib" / "auth.py").read_text() == "def authenticate():\n    pass\n"
-    assert (root / "README.md").read_text() == "hello"
-    assert ws.read("README.md") == "hello"
-    assert ws.read("missing.txt") is None
-
-
-def test_workspace_replaces_files_atomically_and_leaves_no_temporaries(tmp_path):
-    """Given an existing file, when it is written again, then replaced whole, no temp files left."""
-    ws = Workspace(tmp_path / "root", "job-1")
-    ws.write_all([{"path": "lib/a.txt", "content": "old content, longer than the new one"}])
-    before = os.stat(ws.root / "lib" / "a.txt").st_ino
-    assert ws.write_all([{"path": "lib/a.txt", "content": "new"}]) == ["lib/a.txt"]
-    target = ws.root / "lib" / "a.txt"
-    assert target.read_text() == "new"
-    # os.replace of a fresh file: a new inode, never the old file truncated in place.
-    assert os.stat(target).st_ino != before
-    leftovers = [p.name for p in ws.root.rglob("*") if p.is_file() and p.name != "a.txt"]
-    assert leftovers == []
-
-
-def test_workspace_running_twice_writes_the_same_result(tmp_path):
-    """Given a step that writes files, when it runs again (at least once), then same result."""
-    ws = Workspace(tmp_path / "root", "job-1")
-    files = [{"path": "x/y.txt", "content": "same"}]
-    assert ws.write_all(files) == ws.write_all(files) == ["x/y.txt"]
-    assert sorted(p.relative_to(ws.root).as_posix() for p in ws.root.rglob("*")) == [
-        "x",
-        "x/y.txt",
-    ]
