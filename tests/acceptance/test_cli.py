@@ -11,7 +11,7 @@ import pytest
 
 from app.extensions import db
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.acceptance]
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENTQ = Path(sys.executable).parent / "agentq"

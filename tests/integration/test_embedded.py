@@ -14,6 +14,8 @@ from app.dev.embedded import EmbeddedPostgres
 from app.dev.embedded import EmbeddedRedis
 from app.dev.embedded import free_port
 
+pytestmark = [pytest.mark.integration]
+
 
 def _procs_mentioning(path: Path) -> list[psutil.Process]:
     """Live (non-zombie) processes whose command line mentions ``path``."""
