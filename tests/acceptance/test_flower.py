@@ -91,9 +91,10 @@ def events_worker(app, celery_worker):
     worker.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def events_app(servers, monkeypatch_module):
-    """An app of the web whose publishing sends task-sent events."""
+    """An app of the web whose publishing sends task-sent events; one per test, so that its
+    pool holds no connection to an earlier test's database."""
     from app import create_app
 
     for name, value in EVENTS.items():

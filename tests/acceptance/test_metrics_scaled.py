@@ -130,9 +130,10 @@ class Deployment:
             process.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def deployment(app, celery_worker):
-    """The arrangement, with the session's worker stopped so that only these two run."""
+    """The arrangement, with the session's worker stopped so that only these two run; started
+    after the test's database is made, so that its web processes connect to that one."""
     stop_worker(app, celery_worker)
     base = TMP / f"metrics-scaled-{uuid.uuid4().hex[:6]}"
     deployment = Deployment(base)

@@ -137,8 +137,10 @@ def sentry_env(receiver) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def web(sentry_env):
+    """gunicorn with the DSN, one per test: the test's database is new, and the first
+    request of a web process started before it would find its connections gone (a 503)."""
     process = Gunicorn("sentry-web", sentry_env)
     process.start()
     yield process
