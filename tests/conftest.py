@@ -209,7 +209,7 @@ class Process:
 def celery_process(kind: str, *args: str, name: str | None = None, env=None) -> Process:
     """``agentq worker|beat *args`` (as the Procfile runs them, ``args`` going to celery)
     as a :class:`Process`."""
-    from app.cli import agentq_argv
+    from app.dev import agentq_argv
 
     return Process(name or kind, agentq_argv(kind, *args), env)
 
