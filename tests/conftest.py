@@ -9,13 +9,15 @@ that uses the servers starts with a fresh copy of the migrated database and empt
 
 from __future__ import annotations
 
-import concurrent.futures
+import collections
+import itertools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -61,10 +63,14 @@ class Servers:
     Every process of the session (this one, the worker, the web processes that acceptance
     tests start) reaches the test database by one fixed name, ``DATABASE_URL``'s. Once
     migrated, it is copied to a template, ``<name>_template``, as procrastinate's tests do.
-    :meth:`fresh_database` drops the test database, whoever is connected, and puts a copy of
-    the template in its place: the spare, ``<name>_spare``, made while the previous test
-    ran (``CREATE DATABASE ... TEMPLATE ...`` takes longer than a short test).
+    :meth:`fresh_database` puts a copy of the template in the test database's place,
+    whoever is connected to it. The copies (``CREATE DATABASE ... TEMPLATE ...``, slower
+    than many a short test) are made ahead by a thread, ``SPARES`` at most, and the
+    databases they replace are dropped by the same thread, so a test waits only for renames.
     """
+
+    #: Copies of the template kept ready.
+    SPARES = 3
 
     def __init__(self) -> None:
         self.pg = self.redis = None
@@ -84,32 +90,29 @@ class Servers:
         url = sa.engine.make_url(self.database_url)
         self.database = url.database
         self.template = f"{url.database}_template"
-        self.spare = f"{url.database}_spare"
         # On the maintenance database, pinged at checkout (acceptance tests restart Postgres).
         self.admin = sa.create_engine(
             url.set(drivername="postgresql+psycopg2", database="postgres"),
             isolation_level="AUTOCOMMIT",
             pool_pre_ping=True,
         )
-        self._maker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spare")
-        self._spare_made: concurrent.futures.Future | None = None
+        self._made = itertools.count()
+        self._ready: collections.deque[str] = collections.deque()
+        self._retired: list[str] = []
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._maker: threading.Thread | None = None
 
     def _execute(self, *statements: str) -> None:
         with self.admin.connect() as conn:
             for statement in statements:
                 conn.exec_driver_sql(statement)
 
-    def _make_spare(self) -> None:
-        self._execute(
-            f'DROP DATABASE IF EXISTS "{self.spare}"',
-            f'CREATE DATABASE "{self.spare}" TEMPLATE "{self.template}" STRATEGY FILE_COPY',
-        )
-
     def keep_as_template(self) -> None:
         """Copy the migrated test database to the template (which nobody may connect to, so
-        that it can always be copied), and start making the first spare."""
-        # Copies of the database as the migrations leave it were at times 10 to 20 times as
-        # slow to make (150 to 290 ms); vacuumed first, and copied file by file, never.
+        that it can always be copied), and start making spares."""
+        # Vacuumed first: copies of the database as the migrations leave it were at times
+        # 10 to 20 times as slow to make.
         database = sa.create_engine(
             self.admin.url.set(database=self.database),
             isolation_level="AUTOCOMMIT",
@@ -122,34 +125,65 @@ class Servers:
             f'CREATE DATABASE "{self.template}" TEMPLATE "{self.database}"',
             f'ALTER DATABASE "{self.template}" WITH ALLOW_CONNECTIONS false',
         )
-        self._spare_made = self._maker.submit(self._make_spare)
+        self._maker = threading.Thread(target=self._make_spares, name="spares", daemon=True)
+        self._maker.start()
+
+    def _make_spares(self) -> None:
+        """Drop the databases that were replaced, and keep ``SPARES`` copies ready."""
+        while True:
+            with self._changed:
+                while not self._stopping and not self._retired and len(self._ready) >= self.SPARES:
+                    self._changed.wait()
+                if self._stopping:
+                    return
+                retired, self._retired = self._retired, []
+            spare = f"{self.database}_spare_{next(self._made)}"
+            try:
+                for name in retired:
+                    self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                # Through the WAL: a file-by-file copy (FILE_COPY) forces two checkpoints, and
+                # took 100 to 300 ms a copy while tests wrote; this, a tenth of that.
+                self._execute(
+                    f'CREATE DATABASE "{spare}" TEMPLATE "{self.template}" STRATEGY WAL_LOG'
+                )
+            except sa.exc.DBAPIError:
+                # Postgres is down (acceptance tests stop it): try again in a moment.
+                with self._changed:
+                    self._retired.extend(retired)
+                time.sleep(0.2)
+                continue
+            with self._changed:
+                self._ready.append(spare)
+                self._changed.notify_all()
 
     def fresh_database(self) -> None:
-        """Drop the test database, ending every connection to it, rename the spare in its
-        place and start making the next spare. Processes' pools find their connections gone
-        and replace them."""
-        try:
-            self._spare_made.result()
-        except sa.exc.DBAPIError:
-            # Postgres stopped while the spare was made (acceptance tests stop it).
-            self._make_spare()
+        """Put a ready copy of the template in the test database's place, ending every
+        connection to it. Processes' pools find their connections gone and replace them."""
+        with self._changed:
+            while not self._ready:
+                self._changed.wait()
+            spare = self._ready.popleft()
+        retired = f"{self.database}_retired_{next(self._made)}"
         with self.admin.connect() as conn:
             conn.exec_driver_sql(f'ALTER DATABASE "{self.database}" WITH ALLOW_CONNECTIONS false')
-            # DROP ... WITH (FORCE) alone would wait for the backends it ends in steps of
-            # 100 ms: ending them here and watching them go takes a few.
+            # Renaming waits for no backend: end them here and watch them go.
             while conn.execute(TERMINATE, {"database": self.database}).scalar():
                 time.sleep(0.002)
-            conn.exec_driver_sql(f'DROP DATABASE "{self.database}" WITH (FORCE)')
-            conn.exec_driver_sql(f'ALTER DATABASE "{self.spare}" RENAME TO "{self.database}"')
-        self._spare_made = self._maker.submit(self._make_spare)
+            conn.exec_driver_sql(f'ALTER DATABASE "{self.database}" RENAME TO "{retired}"')
+            conn.exec_driver_sql(f'ALTER DATABASE "{spare}" RENAME TO "{self.database}"')
+        with self._changed:
+            self._retired.append(retired)
+            self._changed.notify_all()
 
     def stop(self) -> None:
-        self._maker.shutdown()
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        if self._maker is not None:
+            self._maker.join()
         if EXTERNAL:
-            self._execute(
-                f'DROP DATABASE IF EXISTS "{self.spare}"',
-                f'DROP DATABASE IF EXISTS "{self.template}"',
-            )
+            leftovers = [*self._ready, *self._retired, self.template]
+            self._execute(*(f'DROP DATABASE IF EXISTS "{name}"' for name in leftovers))
         self.admin.dispose()
         for server in (self.redis, self.pg):
             if server is not None:
