@@ -24,6 +24,7 @@ from app import api
 from app import broker
 from app import limits
 from app import outbox
+from app import sql
 from app.config import Config
 from app.errors import ConfigError
 from app.extensions import db
@@ -62,6 +63,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     load_handlers(app.config["HANDLER_MODULES"])
     db.init_app(app)
+    sql.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
 
     # Imported here, not at the top: prometheus_client picks its multiprocess mode when it

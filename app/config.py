@@ -186,6 +186,9 @@ class Config:
         #: Seconds after which a runnable job that nobody runs is dispatched again when the
         #: steps queue is too long to look for its message (``worker.sweeps.SCAN_LIMIT``).
         self.STALL_SECONDS = _env_float("STALL_SECONDS", 300.0)
+        #: Seconds a pooled database connection may idle before it is pinged at checkout
+        #: (0: at every checkout, a round trip each; for networks that drop idle ones sooner).
+        self.DATABASE_IDLE_PING_SECONDS = _env_float("DATABASE_IDLE_PING_SECONDS", 10.0)
         #: Celery task events from every worker and publisher (Flower turns them on anyway).
         self.CELERY_TASK_EVENTS = _env_bool("CELERY_TASK_EVENTS")
         #: Seconds between beat sweeps.

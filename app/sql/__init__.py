@@ -34,6 +34,7 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 import sqlalchemy as sa
+from flask import Flask
 from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
 from sqlalchemy.pool import Pool
 
@@ -45,7 +46,8 @@ from app.status import StepStatus
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
 
-#: Seconds a pooled connection may idle before it is pinged at checkout.
+#: Seconds a pooled connection may idle before it is pinged at checkout, in this process
+#: (``DATABASE_IDLE_PING_SECONDS``, set by ``init_app``).
 IDLE_PING_SECONDS = 10.0
 
 #: Hot statements that may run a second time when the first found its connection dropped
@@ -76,6 +78,13 @@ def _bind_vocabulary(sql: str) -> str:
     value to use the partial indexes (``WHERE status = 'PENDING'``) in a prepared plan.
     """
     return _VOCABULARY_PARAM.sub(lambda m: f"'{VOCABULARY[m.group(1)]}'", sql)
+
+
+def init_app(app: Flask) -> None:
+    """Ping connections idle for the app's ``DATABASE_IDLE_PING_SECONDS`` (process-wide: the
+    pool's checkout hook serves every engine of the process)."""
+    global IDLE_PING_SECONDS
+    IDLE_PING_SECONDS = app.config["DATABASE_IDLE_PING_SECONDS"]
 
 
 def _load() -> dict[str, sa.TextClause]:

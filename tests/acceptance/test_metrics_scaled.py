@@ -80,7 +80,12 @@ class Deployment:
                 "50",
                 "app:create_app()",
             ],
-            {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.web_dir)},
+            {
+                **os.environ,
+                "PROMETHEUS_MULTIPROC_DIR": str(self.web_dir),
+                # It outlives each test's database: connections are pinged before use.
+                "DATABASE_IDLE_PING_SECONDS": "0",
+            },
         )
         self.workers: list[Process] = []
         self.worker_urls: list[str] = []
@@ -130,10 +135,9 @@ class Deployment:
             process.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def deployment(app, celery_worker):
-    """The arrangement, with the session's worker stopped so that only these two run; started
-    after the test's database is made, so that its web processes connect to that one."""
+    """The arrangement, with the session's worker stopped so that only these two run."""
     stop_worker(app, celery_worker)
     base = TMP / f"metrics-scaled-{uuid.uuid4().hex[:6]}"
     deployment = Deployment(base)

@@ -137,11 +137,11 @@ def sentry_env(receiver) -> dict[str, str]:
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def web(sentry_env):
-    """gunicorn with the DSN, one per test: the test's database is new, and the first
-    request of a web process started before it would find its connections gone (a 503)."""
-    process = Gunicorn("sentry-web", sentry_env)
+    # It outlives each test's database: connections are pinged before use, so that the
+    # first request after a test finds none of the dropped database's.
+    process = Gunicorn("sentry-web", {**sentry_env, "DATABASE_IDLE_PING_SECONDS": "0"})
     process.start()
     yield process
     process.stop()
