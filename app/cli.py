@@ -18,22 +18,19 @@ from flask.cli import FlaskGroup
 from flask.cli import with_appcontext
 
 from app import create_app
+from app import processes
 from app.auth import create_token
 from app.auth import create_user
 from app.auth import revoke_token
 from app.auth import set_password
 from app.auth import user_by_name
-from app.config import STEPS_QUEUE
-from app.config import SWEEPS_QUEUE
 from app.config import dev_state
-from app.config import home
 from app.dev import demo as walkthrough
 from app.errors import ConfigError
 from app.errors import NotFoundError
 from app.extensions import db
 from app.framework.registry import registry
 from app.health import readiness
-from app.observability.logs import log_format
 
 OK, FAIL = "\u2713", "\u2717"
 
@@ -173,11 +170,6 @@ def verify() -> None:
     sys.exit(0 if ok else 1)
 
 
-def _celery(*args: str) -> None:
-    """Become ``celery -A worker *args``: the same process (its pid, its signals)."""
-    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "worker", *args])
-
-
 @main.command(
     with_appcontext=False,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
@@ -185,14 +177,14 @@ def _celery(*args: str) -> None:
 @click.option(
     "-Q",
     "--queues",
-    default=f"{STEPS_QUEUE},{SWEEPS_QUEUE}",
+    default=processes.QUEUES,
     show_default=True,
     help="The queues to consume, comma-separated.",
 )
 @click.pass_context
 def worker(ctx: click.Context, queues: str) -> None:
     """Run a Celery worker on the steps and sweeps queues (extra args go to celery)."""
-    _celery("worker", "--loglevel", "INFO", "-Q", queues, *ctx.args)
+    os.execvp(sys.executable, processes.worker_argv(*ctx.args, queues=queues))
 
 
 @main.command(
@@ -202,11 +194,7 @@ def worker(ctx: click.Context, queues: str) -> None:
 @click.pass_context
 def beat(ctx: click.Context) -> None:
     """Run Celery beat, which schedules the sweeps (extra args go to celery)."""
-    home().mkdir(parents=True, exist_ok=True)
-    schedule = ("--schedule", str(home() / "celerybeat-schedule"))
-    # Beat prints its banner before logging is set up: left out of JSON logs.
-    quiet = ("--quiet",) if log_format() == "json" else ()
-    _celery(*quiet, "beat", "--loglevel", "INFO", *schedule, *ctx.args)
+    os.execvp(sys.executable, processes.beat_argv(*ctx.args))
 
 
 @main.command(with_appcontext=False)

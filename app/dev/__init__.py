@@ -11,15 +11,14 @@
 
 from __future__ import annotations
 
-import sys
+from app import processes
 
 
-def agentq_argv(*args: str) -> list[str]:
-    """The command line that runs ``agentq *args`` with this Python.
+def agentq_argv(command: str, *args: str) -> list[str]:
+    """The command line ``agentq worker|beat *args`` becomes (``app.processes``).
 
-    ``agentq dev``, the test fixtures and the benchmarks start the worker and beat
-    this way, ``agentq_argv("worker", "--concurrency", "2")``, so they run what the
-    Procfile runs. By module rather than by the ``agentq`` script, which need not sit
-    beside the interpreter.
+    ``agentq dev``, the test fixtures and the benchmarks start the worker and beat this
+    way, ``agentq_argv("worker", "--concurrency", "2")``: what the Procfile runs, without
+    loading the CLI before Celery.
     """
-    return [sys.executable, "-m", "app.cli", *args]
+    return processes.argv(command, *args)

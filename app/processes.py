@@ -1,0 +1,42 @@
+"""The command lines of agentq's worker and beat, written once.
+
+``agentq worker`` and ``agentq beat`` become these commands (``os.execvp``: the same
+pid, the same signals); ``agentq dev``, the test fixtures and the benchmarks start them
+directly, without loading the CLI first.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from app.config import STEPS_QUEUE
+from app.config import SWEEPS_QUEUE
+from app.config import home
+from app.observability.logs import log_format
+
+#: The queues a worker consumes unless told otherwise.
+QUEUES = f"{STEPS_QUEUE},{SWEEPS_QUEUE}"
+
+
+def _celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "worker", *args]
+
+
+def worker_argv(*args: str, queues: str = QUEUES) -> list[str]:
+    """A Celery worker on ``queues``; ``args`` go to celery (a later ``-Q`` wins)."""
+    return _celery("worker", "--loglevel", "INFO", "-Q", queues, *args)
+
+
+def beat_argv(*args: str) -> list[str]:
+    """Celery beat, which schedules the sweeps, its schedule file in ``AGENTQ_HOME``;
+    ``args`` go to celery."""
+    home().mkdir(parents=True, exist_ok=True)
+    schedule = ("--schedule", str(home() / "celerybeat-schedule"))
+    # Beat prints its banner before logging is set up: left out of JSON logs.
+    quiet = ("--quiet",) if log_format() == "json" else ()
+    return _celery(*quiet, "beat", "--loglevel", "INFO", *schedule, *args)
+
+
+def argv(command: str, *args: str) -> list[str]:
+    """The command line of ``agentq worker|beat *args``."""
+    return {"worker": worker_argv, "beat": beat_argv}[command](*args)
