@@ -1,8 +1,9 @@
-"""The command lines of agentq's worker and beat, written once.
+"""The command lines of agentq's web, worker and beat, written once.
 
 ``agentq worker`` and ``agentq beat`` become these commands (``os.execvp``: the same
 pid, the same signals); ``agentq dev``, the test fixtures and the benchmarks start them
-directly, without loading the CLI first.
+directly, without loading the CLI first. The Procfile's ``web`` is ``web_argv``'s with
+the host's port and worker count.
 """
 
 from __future__ import annotations
@@ -35,6 +36,25 @@ def beat_argv(*args: str) -> list[str]:
     # Beat prints its banner before logging is set up: left out of JSON logs.
     quiet = ("--quiet",) if log_format() == "json" else ()
     return _celery(*quiet, "beat", "--loglevel", "INFO", *schedule, *args)
+
+
+def web_argv(bind: str, *args: str, app: str = "app:create_app()") -> list[str]:
+    """gunicorn serving ``app`` on ``bind`` with agentq's hooks (multiprocess metrics, JSON
+    logs: ``app.observability.gunicorn_conf``) and the access log on stdout; ``args`` go to
+    gunicorn (``--workers``, ...)."""
+    config = ("--config", "python:app.observability.gunicorn_conf")
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        *config,
+        "--bind",
+        bind,
+        "--access-logfile",
+        "-",
+        *args,
+        app,
+    ]
 
 
 def argv(command: str, *args: str) -> list[str]:

@@ -55,7 +55,9 @@ def decide(
         user_agent=actor.user_agent,
     )
     decision = decided.decision
-    sentry.set_decider(decision.user_id, actor.ip, checkpoint_id=checkpoint_id)
+    if actor.user_id is None:
+        # A token's holder is known once the statement has checked the token.
+        sentry.set_decider(decision.user_id, actor.ip, checkpoint_id=checkpoint_id)
     logs.decided(decided, outcome, by=decision.decided_by, channel=actor.channel)
     sentry.tag(job_id=decided.job_id, job_type=decided.handler)
     return decided

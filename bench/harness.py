@@ -304,21 +304,11 @@ class Bench:
     def web(self, app_spec: str = "app:create_app()", *, name: str = "web", **env: str) -> Web:
         """gunicorn as the Procfile runs it (``app.observability.gunicorn_conf``), serving
         ``app_spec``."""
+        from app import processes
         from app.dev.embedded import free_port
 
         port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            "python:app.observability.gunicorn_conf",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--access-logfile",
-            "-",
-            app_spec,
-        ]
+        argv = processes.web_argv(f"127.0.0.1:{port}", app=app_spec)
         web = Web(self.spawn(name, argv, env), f"http://127.0.0.1:{port}")
         wait_until(web.answers, 60, f"{name} to answer", web.proc)
         return web
@@ -335,10 +325,10 @@ class Bench:
         """A Celery worker, waiting until it answers a ping: agentq's as the Procfile runs
         it (``agentq worker``), or another ``app``'s (``celery -A bench.bare worker``);
         on ``queues`` instead of its default ones when given."""
-        from app.dev import agentq_argv
+        from app import processes
 
         if app == "worker":
-            argv = agentq_argv("worker")
+            argv = processes.worker_argv()
         else:
             argv = [sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel", "INFO"]
         hostname = f"{name}-{os.getpid()}@%h"
@@ -357,9 +347,9 @@ class Bench:
 
     def beat(self) -> Proc:
         """``agentq beat`` as the Procfile runs it."""
-        from app.dev import agentq_argv
+        from app import processes
 
-        return self.spawn("beat", agentq_argv("beat"))
+        return self.spawn("beat", processes.beat_argv())
 
     def stop_all(self) -> None:
         """Stop every process this bench started (between benchmarks)."""

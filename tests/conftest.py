@@ -243,9 +243,9 @@ class Process:
 def celery_process(kind: str, *args: str, name: str | None = None, env=None) -> Process:
     """``agentq worker|beat *args`` (as the Procfile runs them, ``args`` going to celery)
     as a :class:`Process`."""
-    from app.dev import agentq_argv
+    from app import processes
 
-    return Process(name or kind, agentq_argv(kind, *args), env)
+    return Process(name or kind, processes.argv(kind, *args), env)
 
 
 def wait_until(predicate, timeout: float = 30.0, message: str = "condition"):

@@ -8,17 +8,3 @@
 * :mod:`app.dev.demo`: ``agentq demo``, the guide's workflow over HTTP against
   a running agentq.
 """
-
-from __future__ import annotations
-
-from app import processes
-
-
-def agentq_argv(command: str, *args: str) -> list[str]:
-    """The command line ``agentq worker|beat *args`` becomes (``app.processes``).
-
-    ``agentq dev``, the test fixtures and the benchmarks start the worker and beat this
-    way, ``agentq_argv("worker", "--concurrency", "2")``: what the Procfile runs, without
-    loading the CLI before Celery.
-    """
-    return processes.argv(command, *args)

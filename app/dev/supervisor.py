@@ -23,12 +23,12 @@ import sqlalchemy as sa
 from flask_migrate import upgrade
 
 from app import create_app
+from app import processes
 from app.auth import create_user
 from app.auth import set_password
 from app.config import dev_state
 from app.config import home
 from app.config import local_secret_key
-from app.dev import agentq_argv
 from app.dev.embedded import EmbeddedPostgres
 from app.dev.embedded import EmbeddedRedis
 from app.extensions import db
@@ -67,25 +67,11 @@ def _processes(port: int) -> dict[str, list[str]]:
     """The command line of each process: web as gunicorn, worker and beat as the Procfile
     runs them (``agentq worker``, ``agentq beat``)."""
     return {
-        "web": [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            # Hooks that sum the metrics of every gunicorn worker on /api/metrics.
-            "--config",
-            "python:app.observability.gunicorn_conf",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--access-logfile",
-            "-",
-            "--graceful-timeout",
-            "10",
-            "app:create_app()",
-        ],
-        "worker": agentq_argv("worker", "--concurrency", "2", "--hostname", "agentq-dev@%h"),
-        "beat": agentq_argv("beat"),
+        "web": processes.web_argv(
+            f"127.0.0.1:{port}", "--workers", "2", "--graceful-timeout", "10"
+        ),
+        "worker": processes.worker_argv("--concurrency", "2", "--hostname", "agentq-dev@%h"),
+        "beat": processes.beat_argv(),
     }
 
 

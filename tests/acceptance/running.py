@@ -6,12 +6,11 @@ take extra variables (``SENTRY_DSN``, ``LOG_FORMAT``) without touching ``os.envi
 
 from __future__ import annotations
 
-import sys
 import uuid
 
 import requests
 
-from app.dev import agentq_argv
+from app import processes
 from app.dev.embedded import free_port
 from tests.conftest import Process
 from tests.conftest import wait_until
@@ -24,20 +23,7 @@ class Gunicorn(Process):
     def __init__(self, name: str, env: dict[str, str], *, workers: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--config",
-            "python:app.observability.gunicorn_conf",
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(workers),
-            "--access-logfile",
-            "-",
-            "app:create_app()",
-        ]
+        argv = processes.web_argv(f"127.0.0.1:{self.port}", "--workers", str(workers))
         super().__init__(name, argv, env)
 
     def start(self) -> None:
@@ -57,8 +43,7 @@ class Worker(Process):
 
     def __init__(self, name: str, env: dict[str, str], *, concurrency: int = 1) -> None:
         self.hostname = f"test-{uuid.uuid4().hex[:6]}@%h"
-        argv = agentq_argv(
-            "worker",
+        argv = processes.worker_argv(
             *("--concurrency", str(concurrency), "--hostname", self.hostname),
             *("--without-mingle", "--without-gossip"),
         )

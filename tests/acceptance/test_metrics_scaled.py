@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.mmap_dict import mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
+from app import processes
 from app.dev.embedded import free_port
 from tests.conftest import TMP
 from tests.conftest import ApiUser
@@ -65,21 +65,8 @@ class Deployment:
         self.url = f"http://127.0.0.1:{port}"
         self.web = Process(
             "metrics-gunicorn",
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--config",
-                "python:app.observability.gunicorn_conf",
-                "--workers",
-                "3",
-                "--bind",
-                f"127.0.0.1:{port}",
-                # Workers are recycled during the workload: what they counted must stay.
-                "--max-requests",
-                "50",
-                "app:create_app()",
-            ],
+            # Workers are recycled during the workload: what they counted must stay.
+            processes.web_argv(f"127.0.0.1:{port}", "--workers", "3", "--max-requests", "50"),
             {
                 **os.environ,
                 "PROMETHEUS_MULTIPROC_DIR": str(self.web_dir),

@@ -11,13 +11,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
+from app import processes
 from app.dev.embedded import free_port
 from tests.conftest import ROOT
 from tests.conftest import Process
@@ -153,8 +153,7 @@ def answers(url: str) -> bool:
 def web(servers):
     """gunicorn with agentq's config (multiprocess metrics), two workers, on a free port."""
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--config", "python:app.observability.gunicorn_conf"]
-    argv += ["--workers", "2", "--bind", f"127.0.0.1:{port}", "app:create_app()"]
+    argv = processes.web_argv(f"127.0.0.1:{port}", "--workers", "2")
     gunicorn = Process("prometheus-web", argv)
     gunicorn.start()
     url = f"http://127.0.0.1:{port}"
