@@ -267,6 +267,9 @@ class Outbox(db.Model):
     #: its ``baggage``: publishing continues it, so a job's steps join the request's trace.
     traceparent: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     baggage: so.Mapped[str | None] = so.mapped_column(sa.Text)
+    #: Written by an approval: the job's continuation, published on the fast lane
+    #: (``app.routing``) so that it does not wait behind new jobs.
+    continuation: so.Mapped[bool] = so.mapped_column(server_default=sa.false())
 
 
 class FleetState(db.Model):
