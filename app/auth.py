@@ -1,14 +1,18 @@
 """API authentication: bearer tokens, stored hashed; roles user and admin.
 
 A token is ``aq_`` and 43 URL-safe characters, shown once when it is made
-(``agentq users create``, ``agentq tokens create``); only its SHA-256 is stored,
-and every request looks it up, so a revoked token is refused at once.
+(``agentq users create``, ``agentq tokens create``); only its SHA-256 and its first
+characters (``prefix``, to tell tokens apart in ``agentq tokens list``) are stored,
+and every request looks it up, so a revoked token is refused at once. The statement that
+looks it up also records when it was last used, writing at most once a minute per token
+(``app/sql/hot.sql``), so requests do not each cost a write.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -30,6 +34,8 @@ from app.models import User
 from app.sql import run_one
 
 TOKEN_PREFIX = "aq_"
+#: Characters of a token kept in the clear to tell it apart: ``aq_`` and 5 of its 43.
+SHOWN = len(TOKEN_PREFIX) + 5
 BEARER = {"bearerAuth": []}
 
 
@@ -49,7 +55,7 @@ def create_user(name: str, *, admin: bool = False) -> tuple[User, ApiToken, str]
 def create_token(user: User) -> tuple[ApiToken, str]:
     """Make and commit a token for ``user``; returns the row and the token itself."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(user_id=user.id, token_hash=hash_token(token))
+    row = ApiToken(user_id=user.id, token_hash=hash_token(token), prefix=token[:SHOWN])
     db.session.add(row)
     db.session.commit()
     return row, token
@@ -64,6 +70,56 @@ def revoke_token(token_id: uuid.UUID) -> ApiToken:
         row.revoked_at = sa.func.clock_timestamp()
         db.session.commit()
     return row
+
+
+def list_tokens(user: User | None = None) -> list[ApiToken]:
+    """Every token (``user``'s only, when given), oldest first, with its user."""
+    stmt = sa.select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)
+    if user is not None:
+        stmt = stmt.where(ApiToken.user_id == user.id)
+    return list(db.session.scalars(stmt))
+
+
+#: What a token id or a prefix of one may hold: hex digits and the UUID's dashes.
+_ID_OR_PREFIX = re.compile(r"[0-9a-f-]+")
+
+
+def tokens_matching(id_or_prefix: str) -> list[ApiToken]:
+    """The tokens whose id is ``id_or_prefix`` or starts with it (any case), oldest first;
+    none for text that cannot begin a UUID."""
+    prefix = id_or_prefix.strip().lower()
+    if not _ID_OR_PREFIX.fullmatch(prefix):
+        return []
+    stmt = (
+        sa.select(ApiToken)
+        .where(sa.cast(ApiToken.id, sa.Text).startswith(prefix, autoescape=True))
+        .order_by(ApiToken.created_at, ApiToken.id)
+    )
+    return list(db.session.scalars(stmt))
+
+
+def users_and_tokens() -> list[tuple[User, int]]:
+    """Every user by name, with how many tokens they hold that are not revoked."""
+    usable = sa.func.count(ApiToken.id).filter(ApiToken.revoked_at.is_(None))
+    stmt = (
+        sa.select(User, usable)
+        .outerjoin(ApiToken, ApiToken.user_id == User.id)
+        .group_by(User.id)
+        .order_by(User.name)
+    )
+    return list(db.session.execute(stmt).tuples())
+
+
+def set_admin(user: User, admin: bool) -> bool:
+    """Give ``user`` the admin role, or take it away, and commit; whether that changed it.
+
+    Their API tokens and admin pages session follow at the next request.
+    """
+    if user.is_admin == admin:
+        return False
+    user.is_admin = admin
+    db.session.commit()
+    return True
 
 
 def set_password(user: User, password: str) -> None:

@@ -69,8 +69,14 @@ class ApiToken(db.Model):
     )
     #: SHA-256 of the token, hex; the token itself is shown once and never stored.
     token_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    #: The token's first characters (``aq_`` and 5 more), to tell it apart in lists; NULL for
+    #: tokens made before revision 0006.
+    prefix: so.Mapped[str | None] = so.mapped_column(sa.String(16))
     created_at: so.Mapped[datetime] = _ts()
     revoked_at: so.Mapped[datetime | None] = _ts(nullable=True)
+    #: When a request last carried the token, to the minute: the statement that checks the
+    #: token writes it only when the stored time is older than that (``app/sql/hot.sql``).
+    last_used_at: so.Mapped[datetime | None] = _ts(nullable=True)
 
     user: so.Mapped[User] = so.relationship(lazy="joined")
 

@@ -1,12 +1,22 @@
 -- authenticate --
--- The user of a bearer token (its SHA-256), unless the token was revoked.
+-- The user of a bearer token (its SHA-256), unless the token was revoked; the token's
+-- last use recorded when the time stored is more than a minute old (so at most one write a
+-- minute per token, and never a wait: a token row another statement holds is skipped).
+WITH used AS (
+    UPDATE api_tokens SET last_used_at = clock_timestamp()
+     WHERE id = (SELECT id FROM api_tokens
+                  WHERE token_hash = :token_hash AND revoked_at IS NULL
+                    AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - interval '1 minute')
+                    FOR UPDATE SKIP LOCKED)
+)
 SELECT u.id, u.name, u.is_admin
   FROM api_tokens t JOIN users u ON u.id = t.user_id
  WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL
 
 -- enqueue --
--- A new PENDING job of the caller (a user by id, or the holder of an API token not revoked),
--- its "queued" log line and its dispatch intent, in one statement. No row: no such caller.
+-- A new PENDING job of the caller (a user by id, or the holder of an API token not revoked,
+-- whose last use is recorded as ``authenticate`` records it), its "queued" log line and its
+-- dispatch intent, in one statement. No row: no such caller.
 -- A row without a job: the caller already used this Idempotency-Key, and nothing was written.
 WITH caller AS (
     (SELECT id, name, is_admin FROM users WHERE id = :user_id
@@ -14,6 +24,12 @@ WITH caller AS (
      SELECT u.id, u.name, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id
       WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL)
     LIMIT 1
+), used AS (
+    UPDATE api_tokens SET last_used_at = clock_timestamp()
+     WHERE id = (SELECT id FROM api_tokens
+                  WHERE token_hash = :token_hash AND revoked_at IS NULL
+                    AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - interval '1 minute')
+                    FOR UPDATE SKIP LOCKED)
 ), job AS (
     INSERT INTO jobs (user_id, job_type, task_description, input_data, priority, status,
                       current_step, idempotency_key)
@@ -214,19 +230,26 @@ UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE id = ANY(:i
 
 -- decide --
 -- Approve or reject a pending checkpoint as the caller (a user by id, or the holder of an
--- API token not revoked), who must be an admin, in one statement. The job's row is locked
--- first (as cancel locks it first), so decisions, cancels and expiries of one job take their
--- turns. Then the checkpoint's guarded move, the decision, the job's move (PENDING at the
--- resume step with a dispatch intent, COMPLETED with the last step's output when there is
--- no next step, or FAILED), and the log line. No row: no such caller. A row without a
--- checkpoint: not decided here (the caller is not an admin, the checkpoint does not exist,
--- was decided first, or its job is not waiting).
+-- API token not revoked, its last use recorded as ``authenticate`` records it), who must be
+-- an admin, in one statement. The job's row is locked first (as cancel locks it first), so
+-- decisions, cancels and expiries of one job take their turns. Then the checkpoint's guarded
+-- move, the decision, the job's move (PENDING at the resume step with a dispatch intent,
+-- COMPLETED with the last step's output when there is no next step, or FAILED), and the
+-- log line. No row: no such caller. A row without a checkpoint: not decided here (the
+-- caller is not an admin, the checkpoint does not exist, was decided first, or its job is
+-- not waiting).
 WITH caller AS (
     (SELECT id, name, is_admin FROM users WHERE id = :user_id
      UNION ALL
      SELECT u.id, u.name, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id
       WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL)
     LIMIT 1
+), used AS (
+    UPDATE api_tokens SET last_used_at = clock_timestamp()
+     WHERE id = (SELECT id FROM api_tokens
+                  WHERE token_hash = :token_hash AND revoked_at IS NULL
+                    AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - interval '1 minute')
+                    FOR UPDATE SKIP LOCKED)
 ), target AS (
     SELECT j.id, j.status
       FROM jobs j
