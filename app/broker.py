@@ -12,6 +12,8 @@ from celery import Celery
 from celery import Task
 from flask import Flask
 
+from app import routing
+
 
 def init_app(flask_app: Flask) -> Celery:
     """Create the Celery app of ``flask_app`` and store it in its extensions."""
@@ -23,6 +25,8 @@ def init_app(flask_app: Flask) -> Celery:
 
     celery = Celery(flask_app.import_name, task_cls=FlaskTask)
     celery.config_from_object(flask_app.config["CELERY"])
+    # Known only now that the handlers are loaded: a queue per job type (``app.routing``).
+    celery.conf.task_queues = routing.declarations(flask_app.config)
     celery.flask_app = flask_app
     flask_app.extensions["celery"] = celery
     return celery

@@ -177,13 +177,12 @@ def verify() -> None:
 @click.option(
     "-Q",
     "--queues",
-    default=processes.QUEUES,
-    show_default=True,
-    help="The queues to consume, comma-separated.",
+    help="The queues to consume, comma-separated (default: every queue: each job type's, "
+    "the continuations' and the sweeps').",
 )
 @click.pass_context
-def worker(ctx: click.Context, queues: str) -> None:
-    """Run a Celery worker on the steps and sweeps queues (extra args go to celery)."""
+def worker(ctx: click.Context, queues: str | None) -> None:
+    """Run a Celery worker on every queue, or the ones named (extra args go to celery)."""
     os.execvp(sys.executable, processes.worker_argv(*ctx.args, queues=queues))
 
 

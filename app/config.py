@@ -13,12 +13,10 @@ import os
 import secrets
 from pathlib import Path
 
-from kombu import Queue
+from app.routing import CONTINUATIONS_QUEUE
+from app.routing import SWEEPS_QUEUE
+from app.routing import parse_routes
 
-#: Celery queue of the job steps; pausing the fleet stops consuming this one only.
-STEPS_QUEUE = "agentq.steps"
-#: Celery queue of the beat sweeps; always consumed, so a paused fleet still sweeps.
-SWEEPS_QUEUE = "agentq.sweeps"
 #: agentq priorities run from 0 (lowest) to 10 (highest).
 MAX_PRIORITY = 10
 
@@ -129,7 +127,8 @@ def celery_settings(
             "socket_connect_timeout": 3,
             "priority_steps": list(range(MAX_PRIORITY + 1)),
             "sep": ":",
-            "queue_order_strategy": "priority",
+            # Among messages of equal priority, take a worker's queues in turn (``app.routing``).
+            "queue_order_strategy": "round_robin",
         },
         "task_ignore_result": True,
         "result_backend": None,
@@ -143,9 +142,7 @@ def celery_settings(
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_send_task_events": task_events,
         "task_send_sent_event": task_events,
-        "task_default_queue": STEPS_QUEUE,
         "task_default_priority": MAX_PRIORITY - 5,
-        "task_queues": [Queue(STEPS_QUEUE), Queue(SWEEPS_QUEUE)],
         "task_routes": {"agentq.sweep": {"queue": SWEEPS_QUEUE}},
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -184,11 +181,15 @@ class Config:
         #: Seconds a running step's claim lasts without renewal; renewed every third of it.
         self.STEP_LEASE_SECONDS = _env_int("STEP_LEASE_SECONDS", 30)
         #: Seconds after which a runnable job that nobody runs is dispatched again when the
-        #: steps queue is too long to look for its message (``worker.sweeps.SCAN_LIMIT``).
+        #: step queues are too long to look for its message (``worker.sweeps.SCAN_LIMIT``).
         self.STALL_SECONDS = _env_float("STALL_SECONDS", 300.0)
         #: Seconds a pooled database connection may idle before it is pinged at checkout
         #: (0: at every checkout, a round trip each; for networks that drop idle ones sooner).
         self.DATABASE_IDLE_PING_SECONDS = _env_float("DATABASE_IDLE_PING_SECONDS", 10.0)
+        #: Job types whose steps go to a queue other than their own, ``type=queue,...``.
+        self.QUEUE_ROUTES = parse_routes(os.environ.get("QUEUE_ROUTES") or "")
+        #: The fast lane: the queue of the chains that continue jobs after an approval.
+        self.CONTINUATIONS_QUEUE = os.environ.get("CONTINUATIONS_QUEUE") or CONTINUATIONS_QUEUE
         #: Celery task events from every worker and publisher (Flower turns them on anyway).
         self.CELERY_TASK_EVENTS = _env_bool("CELERY_TASK_EVENTS")
         #: Seconds between beat sweeps.

@@ -1,8 +1,9 @@
 """The fleet as the web and the CLI see it: whether the workers are paused, pausing and
 resuming them, and what each worker reports.
 
-Pausing is a flag in Postgres, applied two ways: a broadcast (``cancel_consumer`` /
-``add_consumer``) for an immediate effect on the workers online, and the workers' own
+Pausing is a flag in Postgres, applied two ways: a broadcast (``PAUSE_COMMAND``) for an
+immediate effect on the workers online, which stop or resume consuming their step queues
+(every queue but the sweeps, ``app.routing``), and the workers' own
 check of the flag (``worker.fleet``) when they start, after they reconnect, and every
 few seconds, so a worker that missed the broadcast comes into line. In-flight steps
 finish either way.
@@ -18,7 +19,6 @@ from flask import current_app
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app import queries
-from app.config import STEPS_QUEUE
 from app.extensions import db
 from app.models import FleetState
 
@@ -26,16 +26,18 @@ log = logging.getLogger(__name__)
 
 #: The remote-control command each worker answers with its state (``worker.fleet``).
 STATUS_COMMAND = "agentq_status"
+#: The remote-control command that pauses or resumes each worker's step queues.
+PAUSE_COMMAND = "agentq_pause"
 
 
 def is_paused() -> bool:
-    """Whether the workers should stop consuming the steps queue."""
+    """Whether the workers should stop consuming their step queues."""
     flag = db.session.get(FleetState, 1)
     return bool(flag and flag.paused)
 
 
 def set_paused(paused: bool, *, user_id: uuid.UUID | None) -> None:
-    """Pause (True) or resume (False) consuming the steps queue on every worker: record the
+    """Pause (True) or resume (False) consuming the step queues on every worker: record the
     flag, which workers re-apply when they start or reconnect, then broadcast it."""
     now = sa.func.clock_timestamp()
     stmt = pg_insert(FleetState).values(id=1, paused=paused, changed_by=user_id, changed_at=now)
@@ -48,10 +50,7 @@ def set_paused(paused: bool, *, user_id: uuid.UUID | None) -> None:
     db.session.commit()
     control = current_app.extensions["celery"].control
     try:
-        if paused:
-            control.cancel_consumer(STEPS_QUEUE, reply=False)
-        else:
-            control.add_consumer(STEPS_QUEUE, reply=False)
+        control.broadcast(PAUSE_COMMAND, arguments={"paused": paused}, reply=False)
     except Exception as exc:  # the flag is saved; workers apply it when they next check
         log.warning("fleet: broadcasting %s failed: %s", "pause" if paused else "resume", exc)
 

@@ -279,7 +279,7 @@ class Outbox(db.Model):
 
 
 class FleetState(db.Model):
-    """One row: whether the workers consume the steps queue."""
+    """One row: whether the workers consume their step queues."""
 
     __tablename__ = "fleet_state"
     __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)

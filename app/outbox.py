@@ -31,8 +31,8 @@ from celery import chain
 from flask import Flask
 from flask import current_app
 
+from app import routing
 from app.config import MAX_PRIORITY
-from app.config import STEPS_QUEUE
 from app.extensions import db
 from app.framework.registry import registry
 from app.models import Outbox
@@ -61,6 +61,8 @@ class Dispatch:
     #: The Sentry trace of the transaction that wrote it, which its publisher continues.
     traceparent: str | None = None
     baggage: str | None = None
+    #: Written by an approval: the job's continuation, sent on the fast lane.
+    continuation: bool = False
 
 
 def trace() -> dict[str, str | None]:
@@ -83,14 +85,17 @@ def publish(intents: list[Dispatch]) -> None:
 _EXTENSION = "agentq.dispatcher"
 
 
-def signature_for(celery: Celery, job_type: str, step: str, job_id: str, priority: int):
-    """The chain that runs ``step`` of a job and its followers up to the next approval."""
+def signature_for(
+    celery: Celery, job_type: str, step: str, job_id: str, priority: int, *, queue: str
+):
+    """The chain that runs ``step`` of a job and its followers up to the next approval,
+    every message of it on ``queue``."""
     sigs = [
         celery.signature(
             s.task_name,
             args=(job_id,),
             immutable=True,
-            queue=STEPS_QUEUE,
+            queue=queue,
             priority=MAX_PRIORITY - priority,
         )
         for s in registry.get(job_type).chain_from(step)
@@ -100,9 +105,12 @@ def signature_for(celery: Celery, job_type: str, step: str, job_id: str, priorit
 
 def _send(celery: Celery, intent: Dispatch) -> None:
     # Continue the trace of the request or step that wrote the row.
+    queue = routing.step_queue(
+        celery.flask_app.config, intent.job_type, continuation=intent.continuation
+    )
     with sentry.continued_trace(intent.traceparent, intent.baggage):
         signature_for(
-            celery, intent.job_type, intent.step, str(intent.job_id), intent.priority
+            celery, intent.job_type, intent.step, str(intent.job_id), intent.priority, queue=queue
         ).apply_async(retry=False)
 
 
@@ -195,6 +203,7 @@ def publish_due(*, older_than: float = 0.0, limit: int = 100) -> int:
                         row.priority,
                         row.traceparent,
                         row.baggage,
+                        row.continuation,
                     ),
                 )
             except Exception as exc:  # kombu and redis-py raise many kinds; all mean "not sent"

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import sys
 
-from app.config import STEPS_QUEUE
-from app.config import SWEEPS_QUEUE
 from app.config import home
 from app.observability.logs import log_format
-
-#: The queues a worker consumes unless told otherwise.
-QUEUES = f"{STEPS_QUEUE},{SWEEPS_QUEUE}"
 
 
 def _celery(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "worker", *args]
 
 
-def worker_argv(*args: str, queues: str = QUEUES) -> list[str]:
-    """A Celery worker on ``queues``; ``args`` go to celery (a later ``-Q`` wins)."""
-    return _celery("worker", "--loglevel", "INFO", "-Q", queues, *args)
+def worker_argv(*args: str, queues: str | None = None) -> list[str]:
+    """A Celery worker on ``queues`` (comma-separated; None: every queue of ``app.routing``);
+    ``args`` go to celery."""
+    consume = ("-Q", queues) if queues else ()
+    return _celery("worker", "--loglevel", "INFO", *consume, *args)
 
 
 def beat_argv(*args: str) -> list[str]:

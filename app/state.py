@@ -717,6 +717,7 @@ def decide(
                     row.handler,
                     row.job_priority,
                     **trace,
+                    continuation=True,
                 )
             ]
         )

@@ -269,11 +269,13 @@ def run(bench: Bench) -> Result:
             "(DATABASE_URL was set)."
         )
         return result
+    from app import routing
     from bench.client import Api
 
     with measured(bench, result):
         web = bench.web(WEB_CONCURRENCY="1")
-        worker = bench.worker(queues="agentq.steps", concurrency=1)
+        steps_only = ",".join(routing.step_queues(bench.app.config))
+        worker = bench.worker(queues=steps_only, concurrency=1)
         api = Api(web.url, bench.admin_token)
         progress = progress_reader(bench.sql)
         say("census: warming up (one job of each type, not counted)")

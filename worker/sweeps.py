@@ -1,7 +1,7 @@
 """The beat sweep: what no single request or step can be trusted to finish.
 
 Every ``SWEEP_INTERVAL`` seconds beat sends ``agentq.sweep`` to the sweeps queue,
-which every worker consumes even while the steps queue is paused. It
+which every worker consumes even while the fleet is paused. It
 
 - publishes outbox rows still there ``OUTBOX_GRACE_SECONDS`` after they were due
   (their after-commit publish failed: Redis down, process killed);
@@ -34,8 +34,8 @@ from flask import current_app
 from app import fleet
 from app import outbox
 from app import queries
+from app import routing
 from app import state
-from app.config import STEPS_QUEUE
 from app.framework.registry import registry
 from worker import transport
 
@@ -71,7 +71,7 @@ def sweep() -> dict[str, int]:
     return counts
 
 
-#: Most messages a sweep reads from the steps queue to find jobs no message will bring.
+#: Most messages a sweep reads from the step queues to find jobs no message will bring.
 SCAN_LIMIT = 2_000
 
 
@@ -88,7 +88,8 @@ def redispatch_stalled(lease_seconds: float, stall_seconds: float) -> int:
         return 0
     wait = lease_seconds
     with current_app.extensions["celery"].pool.acquire(block=True) as conn:
-        found = transport.messages(conn.default_channel, STEPS_QUEUE, SCAN_LIMIT)
+        queues = routing.step_queues(current_app.config)
+        found = transport.messages(conn.default_channel, queues, SCAN_LIMIT)
     if found is None:
         wait = stall_seconds
         stalled = queries.stalled_jobs(stall_seconds)

@@ -99,11 +99,11 @@ def taken_before(channel: Channel, seconds: float) -> list[Message]:
     return taken
 
 
-def messages(channel: Channel, queue: str, limit: int) -> list[Message] | None:
-    """Every task message waiting in ``queue`` (all its priority lists) or taken by a worker;
-    None when more than ``limit`` wait (too many to read on every sweep)."""
+def messages(channel: Channel, queues: list[str], limit: int) -> list[Message] | None:
+    """Every task message waiting in ``queues`` (all their priority lists) or taken by a
+    worker; None when more than ``limit`` wait (too many to read on every sweep)."""
     client = channel.client
-    keys = [channel._q_for_pri(queue, pri) for pri in channel.priority_steps]
+    keys = [channel._q_for_pri(q, pri) for q in queues for pri in channel.priority_steps]
     with client.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.llen(key)

@@ -38,17 +38,13 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_flask_exporter import PrometheusMetrics
 
 from app import queries
-from app.config import STEPS_QUEUE
-from app.config import SWEEPS_QUEUE
+from app import routing
 from app.extensions import db
 from app.observability import instruments
 from app.observability import multiproc
 from app.status import JobStatus
 
 log = logging.getLogger(__name__)
-
-#: The Celery queues whose depth is reported.
-QUEUES = (STEPS_QUEUE, SWEEPS_QUEUE)
 
 
 class ScrapeCollector:
@@ -111,7 +107,7 @@ class ScrapeCollector:
         with current_app.extensions["celery"].connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
             channel = conn.default_channel
-            for queue in QUEUES:
+            for queue in (*routing.step_queues(current_app.config), routing.SWEEPS_QUEUE):
                 # kombu keeps one Redis list per priority level; its channel knows the
                 # levels and key names agentq's transport uses (app.config, worker.transport).
                 depth.add_metric([queue], channel._size(queue))

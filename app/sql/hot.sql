@@ -295,8 +295,8 @@ WITH caller AS (
            concat(CAST(:log_head AS text), ' by ', caller.name, ': ' || nullif(:reason, ''))
       FROM checkpoint, caller
 ), dispatch AS (
-    INSERT INTO outbox (job_id, step, traceparent, baggage)
-    SELECT job.id, checkpoint.resume_step, :traceparent, :baggage
+    INSERT INTO outbox (job_id, step, traceparent, baggage, continuation)
+    SELECT job.id, checkpoint.resume_step, :traceparent, :baggage, true
       FROM job, checkpoint
      WHERE job.status = :job_pending
     RETURNING id

@@ -1,6 +1,7 @@
 -- claim_outbox --
 -- Lock due dispatch intents for publishing; concurrent publishers take disjoint rows.
-SELECT o.id, o.job_id, o.step, o.traceparent, o.baggage, j.job_type, j.priority, j.status
+SELECT o.id, o.job_id, o.step, o.traceparent, o.baggage, o.continuation,
+       j.job_type, j.priority, j.status
   FROM outbox o JOIN jobs j ON j.id = o.job_id
  WHERE o.available_at <= clock_timestamp() - make_interval(secs => :older_than)
  ORDER BY j.priority DESC, o.available_at

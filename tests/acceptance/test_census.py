@@ -15,6 +15,7 @@ import uuid
 import psycopg2
 import pytest
 
+from app import routing
 from bench import census
 from bench.client import Api
 from tests.acceptance.running import Gunicorn
@@ -59,7 +60,8 @@ def counted(servers, app, no_worker):
     web = Gunicorn("census-web", {"WEB_CONCURRENCY": "1"})
     worker = celery_process(
         "worker",
-        *("-Q", "agentq.steps", "--concurrency", "1", "--without-mingle", "--without-gossip"),
+        *("-Q", ",".join(routing.step_queues(app.config))),
+        *("--concurrency", "1", "--without-mingle", "--without-gossip"),
         *("--hostname", f"census-{uuid.uuid4().hex[:6]}@%h"),
         name="census-worker",
     )

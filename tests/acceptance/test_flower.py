@@ -19,7 +19,7 @@ import pytest
 import redis
 import requests
 
-from app.config import STEPS_QUEUE
+from app import routing
 from app.dev.embedded import free_port
 from tests.conftest import ApiUser
 from tests.conftest import Process
@@ -131,20 +131,25 @@ def worker_name(events_worker, app, flower) -> str:
     return wait_until(heard, 60, f"Flower to receive the heartbeats of {prefix}")
 
 
+#: The queue of simple-task's steps (``app.routing``).
+SIMPLE = routing.STEPS_PREFIX + "simple-task"
+
+
 def steps_in_redis() -> dict[str, int]:
-    """The steps queue's messages as kombu stores them: one Redis list per priority level."""
+    """simple-task's queue as kombu stores it: one Redis list per priority level."""
     r = redis.Redis.from_url(os.environ["REDIS_URL"])
     lengths = {}
-    for key in r.scan_iter(match=f"{STEPS_QUEUE}*"):
+    for key in r.scan_iter(match=f"{SIMPLE}*"):
         if r.type(key) == b"list":
             lengths[key.decode()] = r.llen(key)
     return lengths
 
 
-def test_flower_shows_the_worker_and_the_steps_of_a_finished_job(flower, worker_name, users):
+def test_flower_shows_the_worker_and_the_steps_of_a_finished_job(flower, worker_name, users, app):
     """Given Flower listening, when a code-generation job is approved and completes,
-    then Flower lists the worker with the queues it consumes and agentq's tasks, and
-    each step task of the job under its readable name, succeeded on that worker.
+    then Flower lists the worker with the queues it consumes (every queue) and agentq's
+    tasks, and each step task of the job under its readable name, succeeded on that
+    worker, sent to code-generation's queue before the approval and to the fast lane after.
     """
     user, admin = users
     job = user.enqueue("code-generation", {"files": PROPOSAL})
@@ -156,12 +161,19 @@ def test_flower_shows_the_worker_and_the_steps_of_a_finished_job(flower, worker_
     workers = flower.get("/api/workers", refresh=1)
     assert worker_name in workers, workers.keys()
     info = workers[worker_name]
-    assert {q["name"] for q in info["active_queues"]} == {"agentq.steps", "agentq.sweeps"}
+    assert {q["name"] for q in info["active_queues"]} == {
+        *routing.step_queues(app.config),
+        routing.SWEEPS_QUEUE,
+    }
+    assert {"agentq.steps.code-generation", "agentq.continuations"} <= set(
+        routing.step_queues(app.config)
+    )
     assert {"agentq.code-generation.propose", "agentq.code-generation.write"} <= set(
         info["registered"]
     )
 
-    for step in ("propose", "write"):
+    queues = {"propose": "agentq.steps.code-generation", "write": "agentq.continuations"}
+    for step, queue in queues.items():
         name = f"agentq.code-generation.{step}"
 
         def of_the_job(name=name):
@@ -172,20 +184,20 @@ def test_flower_shows_the_worker_and_the_steps_of_a_finished_job(flower, worker_
         assert task["worker"] == worker_name
         # task_send_sent_event: Flower saw each step published, and the queue it went to.
         assert task["sent"] is not None
-        assert task["routing_key"] == STEPS_QUEUE
+        assert task["routing_key"] == queue
         assert task["received"] <= task["started"] <= task["succeeded"]
 
 
-def test_flower_counts_the_steps_queue_across_its_priority_lists(flower, worker_name, users):
-    """Given the fleet paused, when jobs of five priorities wait in the steps queue, then
+def test_flower_counts_a_queue_across_its_priority_lists(flower, worker_name, users):
+    """Given the fleet paused, when jobs of five priorities wait in simple-task's queue, then
     Flower's queue length is the sum of every priority list kombu filled in Redis;
     after resuming, the jobs complete and Flower counts an empty queue.
     """
     user, admin = users
     # Flower lists the queues its workers consumed when it last asked them: ask now,
-    # before the pause takes agentq.steps off the worker's queues.
+    # before the pause takes the step queues off the worker's queues.
     assert any(
-        q["name"] == STEPS_QUEUE
+        q["name"] == SIMPLE
         for q in flower.get("/api/workers", refresh=1)[worker_name]["active_queues"]
     )
     response = admin.request("DELETE", "/api/admin/agent-worker")
@@ -198,7 +210,7 @@ def test_flower_counts_the_steps_queue_across_its_priority_lists(flower, worker_
                 ]
             ),
             30,
-            "the worker to stop consuming the steps queue",
+            "the worker to stop consuming its step queues",
         )
         priorities = [0, 3, 5, 5, 10]
         jobs = [user.enqueue("simple-task", {"n": i}, priority=p) for i, p in enumerate(priorities)]
@@ -208,17 +220,12 @@ def test_flower_counts_the_steps_queue_across_its_priority_lists(flower, worker_
             f"{len(jobs)} step messages in Redis",
         )
         # kombu keeps one list per level; agentq priority p is kombu priority 10 - p.
-        assert lists == {
-            "agentq.steps": 1,
-            "agentq.steps:5": 2,
-            "agentq.steps:7": 1,
-            "agentq.steps:10": 1,
-        }
+        assert lists == {SIMPLE: 1, f"{SIMPLE}:5": 2, f"{SIMPLE}:7": 1, f"{SIMPLE}:10": 1}
 
         queues = {
             q["name"]: q["messages"] for q in flower.get("/api/queues/length")["active_queues"]
         }
-        assert queues[STEPS_QUEUE] == len(jobs)
+        assert queues[SIMPLE] == len(jobs)
     finally:
         response = admin.request("POST", "/api/admin/agent-worker")
         assert response.status_code == 200, response.get_json()
@@ -229,9 +236,9 @@ def test_flower_counts_the_steps_queue_across_its_priority_lists(flower, worker_
         lambda: (
             {
                 q["name"]: q["messages"] for q in flower.get("/api/queues/length")["active_queues"]
-            }.get(STEPS_QUEUE)
+            }.get(SIMPLE)
             == 0
         ),
         30,
-        "Flower to count an empty steps queue",
+        "Flower to count an empty simple-task queue",
     )

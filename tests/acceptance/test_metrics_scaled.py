@@ -86,7 +86,7 @@ class Deployment:
             env = {
                 **os.environ,
                 "WORKER_METRICS_PORT": str(metrics_port),
-                "WORKER_METRICS_ADDR": "127.0.0.1",
+                "WORKER_METRICS_HOST": "127.0.0.1",
                 "TMPDIR": str(self.worker_tmp),
             }
             self.workers.append(
@@ -261,8 +261,9 @@ def test_every_figure_is_exact_with_three_web_and_two_worker_processes(
 
     def settled():
         samples = scrape(f"{deployment.url}/api/metrics")
-        depth = {q: gauge(samples, "agentq_queue_depth", queue=q) for q in ("agentq.steps",)}
-        quiet = gauge(samples, "agentq_outbox_backlog") == 0 and depth["agentq.steps"] == 0
+        depth = samples["agentq_queue_depth"]
+        waiting = sum(v for labels, v in depth.items() if dict(labels)["queue"] != "agentq.sweeps")
+        quiet = gauge(samples, "agentq_outbox_backlog") == 0 and waiting == 0
         return samples if quiet else None
 
     web_scrapes = [wait_until(settled, 30, "an empty outbox and steps queue")]

@@ -176,7 +176,7 @@ def metrics_worker(no_worker, app):
         "worker",
         *("--concurrency", "2", "--without-mingle", "--without-gossip", "--hostname", name),
         name="prometheus-worker",
-        env={"WORKER_METRICS_PORT": str(port), "WORKER_METRICS_ADDR": "127.0.0.1"},
+        env={"WORKER_METRICS_PORT": str(port), "WORKER_METRICS_HOST": "127.0.0.1"},
     )
     worker.start()
     try:
@@ -292,7 +292,7 @@ def test_prometheus_scrapes_web_and_workers_and_answers_with_agentqs_figures(
         assert prometheus.query("agent_checkpoints_pending") == 1
         assert prometheus.query("agentq_checkpoint_oldest_pending_age_seconds") > 0
         assert prometheus.query("agentq_outbox_backlog") == 0
-        assert prometheus.query('agentq_queue_depth{queue="agentq.steps"}') == 0
+        assert prometheus.query('sum(agentq_queue_depth{queue!="agentq.sweeps"})') == 0
         assert prometheus.query("agent_worker_active_jobs") == 0
 
         # Event metrics, from both jobs of targets: summed, as the dashboard does.

@@ -49,16 +49,16 @@ def event(name: str, **labels: str) -> float:
 def test_queue_depth_and_outbox_are_read_at_scrape_time(app, client, user, no_worker):
     """Given no worker, when three jobs are enqueued at priorities 0, 5 and 10 and an outbox
     row a minute old is left unpublished, then a scrape counts the three messages in the
-    steps queue (every priority level summed), an outbox backlog of one, and its age."""
+    simple-task queue (every priority level summed), an outbox backlog of one, and its age."""
     from app.extensions import db
     from app.models import Outbox
 
     jobs = [user.enqueue("simple-task", priority=p) for p in (0, 5, 10)]
 
     def depth():
-        return sample(scrape(client), "agentq_queue_depth", queue="agentq.steps") == 3
+        return sample(scrape(client), "agentq_queue_depth", queue="agentq.steps.simple-task") == 3
 
-    wait_until(depth, 10, "three messages in the steps queue")
+    wait_until(depth, 10, "three messages in the simple-task queue")
     with app.app_context():
         row = Outbox(job_id=jobs[0]["id"], step="run")
         db.session.add(row)
@@ -70,7 +70,7 @@ def test_queue_depth_and_outbox_are_read_at_scrape_time(app, client, user, no_wo
 
     assert sample(samples, "agentq_outbox_backlog") == 1
     assert 60 <= sample(samples, "agentq_outbox_oldest_age_seconds") < 120
-    assert sample(samples, "agentq_queue_depth", queue="agentq.steps") == 3
+    assert sample(samples, "agentq_queue_depth", queue="agentq.steps.simple-task") == 3
 
 
 def test_jobs_created_counts_new_jobs_not_replays(user, client):
