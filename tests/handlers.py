@@ -158,3 +158,13 @@ def rename(ctx: StepContext) -> dict:
 @renamed.step("keep")
 def keep(ctx: StepContext) -> dict:
     return {"name": ctx.approved("new", default=ctx.outputs["rename"]["new"])}
+
+
+flood = registry.register(Handler("test-flood", description="A short step, sent by the hundred"))
+
+
+@flood.step("work")
+def work(ctx: StepContext) -> dict:
+    """Take a twentieth of a second, as a short real step might."""
+    time.sleep(0.05)
+    return {"n": ctx.input.get("n")}
