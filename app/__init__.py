@@ -50,13 +50,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(config)
         if celery_overrides:
             app.config["CELERY"].update(celery_overrides)
-    for key, variable in (("SQLALCHEMY_DATABASE_URI", "DATABASE_URL"), ("REDIS_URL", "REDIS_URL")):
+    for key, variable in (
+        ("SQLALCHEMY_DATABASE_URI", "DATABASE_URL"),
+        ("BROKER_URL", "REDIS_URL (or BROKER_URL)"),
+    ):
         if not app.config.get(key):
             raise ConfigError(
                 f"{variable} is not set, and no `agentq dev` is running in this directory "
                 f"(it would have written var/dev.json): start `agentq dev` or set {variable}"
             )
-    app.config["CELERY"]["broker_url"] = app.config["REDIS_URL"]
+    app.config["CELERY"]["broker_url"] = app.config["BROKER_URL"]
     if app.config.get("PROXY_FIX_HOPS"):
         hops = int(app.config["PROXY_FIX_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)

@@ -11,8 +11,11 @@ from __future__ import annotations
 from celery import Celery
 from celery import Task
 from flask import Flask
+from kombu import Connection
 
 from app import routing
+from app.config import MAX_PRIORITY
+from app.config import is_amqp
 
 
 def init_app(flask_app: Flask) -> Celery:
@@ -30,3 +33,25 @@ def init_app(flask_app: Flask) -> Celery:
     celery.flask_app = flask_app
     flask_app.extensions["celery"] = celery
     return celery
+
+
+def message_priority(celery: Celery, priority: int) -> int:
+    """The priority a step's message carries for agentq's ``priority`` (0..10, higher runs
+    first): the same on RabbitMQ, whose priority queues serve higher numbers first;
+    ``10 - priority`` on Redis, where kombu serves lower numbers first (``worker.transport``).
+    """
+    return priority if is_amqp(celery.conf.broker_url) else MAX_PRIORITY - priority
+
+
+def waiting(conn: Connection, queue: str) -> int:
+    """Messages waiting in ``queue`` for a worker. On Redis, kombu keeps one list per priority
+    level, and its channel knows the levels and key names agentq's transport uses
+    (``worker.transport``); on RabbitMQ, the queue's ready messages as a passive declaration
+    reports them (not those workers hold unacknowledged), 0 for a queue never declared."""
+    channel = conn.default_channel
+    if conn.transport.driver_type != "amqp":
+        return channel._size(queue)
+    try:
+        return channel.queue_declare(queue, passive=True).message_count
+    except conn.channel_errors:  # 404: no worker or publisher has declared it yet
+        return 0

@@ -3,7 +3,8 @@
 Every setting is an environment variable of the same name. ``DATABASE_URL`` and
 ``REDIS_URL`` fall back to the servers that ``agentq dev`` started for this
 project (recorded in ``$AGENTQ_HOME/dev.json``, ``./var/dev.json`` by default),
-so every ``agentq`` command run in the project finds them.
+so every ``agentq`` command run in the project finds them. ``BROKER_URL`` falls back to
+``REDIS_URL``: Redis is the broker unless ``BROKER_URL`` names a RabbitMQ (``amqp://``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,22 @@ import os
 import secrets
 from pathlib import Path
 
+from app.errors import ConfigError
 from app.routing import CONTINUATIONS_QUEUE
 from app.routing import SWEEPS_QUEUE
 from app.routing import parse_routes
 
 #: agentq priorities run from 0 (lowest) to 10 (highest).
 MAX_PRIORITY = 10
+#: URL schemes of a RabbitMQ broker (kombu's py-amqp transport).
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+#: The kinds of RabbitMQ queue agentq can declare (``RABBITMQ_QUEUE_TYPE``).
+QUEUE_TYPES = ("classic", "quorum")
+
+
+def is_amqp(url: str | None) -> bool:
+    """Whether ``url`` names a RabbitMQ broker (``amqp://``) rather than Redis."""
+    return (url or "").partition("://")[0] in AMQP_SCHEMES
 
 
 def home() -> Path:
@@ -83,9 +94,15 @@ def _env_rate_limit(name: str, default: str) -> str:
 
 
 def celery_settings(
-    redis_url: str, *, lease_seconds: int, sweep_interval: float, task_events: bool = False
+    broker_url: str,
+    *,
+    lease_seconds: int,
+    sweep_interval: float,
+    task_events: bool = False,
+    queue_type: str = "classic",
 ) -> dict:
-    """The Celery settings, chosen for long, idempotent, database-claimed steps.
+    """The Celery settings, chosen for long, idempotent, database-claimed steps, on Redis or,
+    when ``broker_url`` is ``amqp://``, on RabbitMQ (``queue_type``: its queues' kind).
 
     Each choice answers a trap listed in shared/notes (celery-redis-postgres-facts):
 
@@ -114,22 +131,14 @@ def celery_settings(
     - Task events only when asked for (``task_events``, ``CELERY_TASK_EVENTS=1``): they
       cost each task 3 to 4 Redis PUBLISHes. Flower turns them on in running workers
       by itself (it sends ``enable_events``), and so does ``celery control enable_events``.
+
+    On RabbitMQ (``rabbitmq_settings``) the same settings hold but for the Redis transport's.
     """
     hard_limit = _env_int("STEP_TIME_LIMIT", 3600)
-    return {
-        "broker_url": redis_url,
-        "broker_transport": "worker.transport:Transport",
+    settings = {
+        "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
-        "broker_transport_options": {
-            "visibility_timeout": hard_limit + 600,
-            "socket_timeout": 5,
-            "socket_connect_timeout": 3,
-            "priority_steps": list(range(MAX_PRIORITY + 1)),
-            "sep": ":",
-            # Among messages of equal priority, take a worker's queues in turn (``app.routing``).
-            "queue_order_strategy": "round_robin",
-        },
         "task_ignore_result": True,
         "result_backend": None,
         "task_acks_late": True,
@@ -137,7 +146,6 @@ def celery_settings(
         "task_time_limit": hard_limit,
         "task_soft_time_limit": hard_limit - 60,
         "worker_prefetch_multiplier": 1,
-        "worker_disable_prefetch": True,
         "task_inherit_parent_priority": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_send_task_events": task_events,
@@ -155,6 +163,64 @@ def celery_settings(
             }
         },
     }
+    if is_amqp(broker_url):
+        settings.update(rabbitmq_settings(queue_type))
+    else:
+        settings.update(
+            {
+                "broker_transport": "worker.transport:Transport",
+                "broker_transport_options": {
+                    "visibility_timeout": hard_limit + 600,
+                    "socket_timeout": 5,
+                    "socket_connect_timeout": 3,
+                    "priority_steps": list(range(MAX_PRIORITY + 1)),
+                    "sep": ":",
+                    # Among messages of equal priority, take a worker's queues in turn
+                    # (``app.routing``).
+                    "queue_order_strategy": "round_robin",
+                },
+                # Celery's Redis consumer only: it fetches a message when a process is free.
+                "worker_disable_prefetch": True,
+            }
+        )
+    return settings
+
+
+def rabbitmq_settings(queue_type: str) -> dict:
+    """The Celery settings that differ on RabbitMQ, for queues of ``queue_type``.
+
+    - ``confirm_publish``: an AMQP publish returns before the broker has the message;
+      with publisher confirms it returns once the broker has taken it (a round trip), so
+      an outbox row is deleted only for a message the broker holds.
+    - No visibility timeout: RabbitMQ hands a message out again when the connection
+      of the worker holding it closes (a process or machine that died, once heartbeats
+      stop), never while the worker lives. It does close a channel whose delivery stays
+      unacknowledged beyond its ``consumer_timeout`` (30 minutes by default): raise it
+      above ``STEP_TIME_LIMIT`` on the broker (README, RabbitMQ or Redis).
+    - ``classic``: durable classic queues with ``x-max-priority`` 10
+      (``task_queue_max_priority``, every queue Celery declares), so RabbitMQ serves
+      agentq's priorities 0..10 as they are, higher first (``app.broker.message_priority``).
+    - ``quorum``: replicated quorum queues (``app.routing.declarations`` declares them,
+      on topic exchanges so that Celery's native delayed delivery can route a countdown
+      to them). RabbitMQ 3.x refuses ``x-max-priority`` on them and keeps no priorities
+      (4.x keeps two: 0..4 and 5..10); Celery detects them and sets prefetch per consumer.
+
+    :raises ConfigError: for a ``queue_type`` other than ``classic`` or ``quorum``.
+    """
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigError(f"RABBITMQ_QUEUE_TYPE is {queue_type!r}: classic or quorum")
+    settings: dict = {"broker_transport_options": {"confirm_publish": True}}
+    if queue_type == "quorum":
+        settings.update(
+            {
+                "task_default_queue_type": "quorum",
+                "task_create_missing_queue_type": "quorum",
+                "task_create_missing_queue_exchange_type": "topic",
+            }
+        )
+    else:
+        settings["task_queue_max_priority"] = MAX_PRIORITY
+    return settings
 
 
 class Config:
@@ -165,7 +231,14 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = sqlalchemy_url(
             os.environ.get("DATABASE_URL") or dev.get("database_url")
         )
+        #: Redis: the broker unless ``BROKER_URL`` says otherwise, and the rate limits' store.
         self.REDIS_URL = os.environ.get("REDIS_URL") or dev.get("redis_url")
+        #: The Celery broker: Redis (``redis://``, by default ``REDIS_URL``) or RabbitMQ
+        #: (``amqp://``).
+        self.BROKER_URL = os.environ.get("BROKER_URL") or self.REDIS_URL
+        #: The kind of queue agentq declares on RabbitMQ: ``classic`` (priorities 0..10) or
+        #: ``quorum`` (replicated; RabbitMQ 3.x keeps no priorities in them).
+        self.RABBITMQ_QUEUE_TYPE = (os.environ.get("RABBITMQ_QUEUE_TYPE") or "classic").strip()
         self.SECRET_KEY = (
             os.environ.get("SECRET_KEY") or dev.get("secret_key") or local_secret_key()
         )
@@ -238,9 +311,10 @@ class Config:
         """The settings as a mapping, with the Celery settings under ``CELERY``."""
         settings = {k: v for k, v in vars(self).items() if k.isupper()}
         settings["CELERY"] = celery_settings(
-            self.REDIS_URL or "",
+            self.BROKER_URL or "",
             lease_seconds=self.STEP_LEASE_SECONDS,
             sweep_interval=self.SWEEP_INTERVAL,
             task_events=self.CELERY_TASK_EVENTS,
+            queue_type=self.RABBITMQ_QUEUE_TYPE,
         )
         return settings

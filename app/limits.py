@@ -1,4 +1,5 @@
-"""Rate limits, counted in Redis (flask-limiter, fixed windows) and set in ``app.config``:
+"""Rate limits, counted in Redis (flask-limiter, fixed windows; on RabbitMQ with no Redis, in
+each web process: ``storage_uri``) and set in ``app.config``:
 
 - ``RATE_LIMIT_JOBS``: job submissions (``POST /api/agent-jobs``) per API token;
 - ``RATE_LIMIT_DECISIONS``: approvals and rejections, together, per API token on the API
@@ -39,6 +40,7 @@ from flask import request
 from flask_login import current_user
 from limits import parse_many
 
+from app.config import is_amqp
 from app.errors import ConfigError
 from app.extensions import limiter
 
@@ -107,8 +109,20 @@ def breached() -> tuple[str, int]:
     return str(limit.limit), max(1, int(limit.reset_at - time.time()))
 
 
+def storage_uri(config) -> str:
+    """Where the counts live: ``REDIS_URL``'s Redis, or the broker when it is Redis; on
+    RabbitMQ with no ``REDIS_URL``, each process's memory (``memory://``), so that a limit
+    holds per web process rather than across them: RabbitMQ holds no counters, and counting
+    in Postgres would cost every limited request a statement."""
+    if config.get("REDIS_URL"):
+        return config["REDIS_URL"]
+    if not is_amqp(config["BROKER_URL"]):
+        return config["BROKER_URL"]
+    return "memory://"
+
+
 def init_app(app: Flask) -> None:
-    """Count the limits in the app's Redis.
+    """Count the limits in Redis (``storage_uri``).
 
     :raises ConfigError: when a limit setting is not in flask-limiter's syntax.
     """
@@ -122,7 +136,7 @@ def init_app(app: Flask) -> None:
                 f"{name} is {value!r}: write it as flask-limiter does, "
                 f"'600/minute' or '10/minute;100/day' ('' or '0': no limit)"
             ) from None
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(app.config))
     # A Redis that accepts but does not answer holds a request a second at most.
     app.config.setdefault(
         "RATELIMIT_STORAGE_OPTIONS", {"socket_timeout": 1, "socket_connect_timeout": 1}

@@ -31,8 +31,8 @@ from celery import chain
 from flask import Flask
 from flask import current_app
 
+from app import broker
 from app import routing
-from app.config import MAX_PRIORITY
 from app.extensions import db
 from app.framework.registry import registry
 from app.models import Outbox
@@ -96,7 +96,7 @@ def signature_for(
             args=(job_id,),
             immutable=True,
             queue=queue,
-            priority=MAX_PRIORITY - priority,
+            priority=broker.message_priority(celery, priority),
         )
         for s in registry.get(job_type).chain_from(step)
     ]

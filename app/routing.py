@@ -11,7 +11,8 @@
   is paused.
 
 Priorities hold across queues: a worker takes the highest priority waiting on any of its
-queues first, and only among equal priorities does it take the queues in turn.
+queues first, and only among equal priorities does it take the queues in turn. On
+RabbitMQ, priorities order each queue, and a worker takes its queues in turn.
 
 A worker consumes every queue unless started for some (``agentq worker --queues``);
 pausing the fleet stops the step queues (all but the sweeps) on every worker.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kombu import Exchange
 from kombu import Queue
 
 from app.errors import ConfigError
@@ -62,5 +64,22 @@ def step_queues(config: Mapping) -> list[str]:
 
 
 def declarations(config: Mapping) -> list[Queue]:
-    """The queues Celery declares and a worker consumes unless told otherwise."""
-    return [Queue(name) for name in (*step_queues(config), SWEEPS_QUEUE)]
+    """The queues Celery declares and a worker consumes unless told otherwise.
+
+    On RabbitMQ with ``RABBITMQ_QUEUE_TYPE=quorum`` each is a quorum queue, bound to a topic
+    exchange of its name (Celery's native delayed delivery, which holds a countdown's
+    message in the broker, routes to topic exchanges only); else Celery's defaults, with
+    ``x-max-priority`` on RabbitMQ (``app.config.rabbitmq_settings``).
+    """
+    names = (*step_queues(config), SWEEPS_QUEUE)
+    if config["CELERY"].get("task_default_queue_type") == "quorum":
+        return [
+            Queue(
+                name,
+                Exchange(name, type="topic"),
+                routing_key=name,
+                queue_arguments={"x-queue-type": "quorum"},
+            )
+            for name in names
+        ]
+    return [Queue(name) for name in names]

@@ -2,7 +2,11 @@
 
 Postgres and Redis come from the embedded wheels, started once per session in a
 temporary directory, unless ``DATABASE_URL`` and ``REDIS_URL`` are set (``.ci/run``
-points them at the machine's servers). The schema is made by ``agentq db upgrade``.
+points them at the machine's servers). ``BROKER_URL`` puts the session's broker elsewhere:
+with ``BROKER_URL=amqp://...`` and ``DATABASE_URL`` set, the session runs on that RabbitMQ
+and no Redis at all (``.ci/run`` does so in a virtual host of its own); with
+``BROKER_URL`` alone, on the embedded Postgres and Redis, Redis then only counting the
+rate limits. The schema is made by ``agentq db upgrade``.
 The worker and beat are ``agentq worker`` and ``agentq beat`` subprocesses. Every test
 that uses the servers starts with a fresh copy of the migrated database and empty queues.
 """
@@ -26,7 +30,9 @@ import pytest
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTERNAL = bool(os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
+EXTERNAL = bool(
+    os.environ.get("DATABASE_URL") and (os.environ.get("REDIS_URL") or os.environ.get("BROKER_URL"))
+)
 TMP = Path(tempfile.mkdtemp(prefix="agentq-tests-"))
 
 # The app reads its settings from the environment when it is created, and the
@@ -76,7 +82,8 @@ class Servers:
         self.pg = self.redis = None
         if EXTERNAL:
             self.database_url = os.environ["DATABASE_URL"]
-            self.redis_url = os.environ["REDIS_URL"]
+            # None on RabbitMQ without Redis: the rate limits count in each process.
+            self.redis_url = os.environ.get("REDIS_URL")
         else:
             from app.dev.embedded import EmbeddedPostgres
             from app.dev.embedded import EmbeddedRedis

@@ -13,6 +13,10 @@ them. Flower uses the app to receive events and send control commands, which the
 transport class does not change. It registers no tasks: Flower learns task names from
 events. Do not publish steps through it (Flower's "apply" API): kombu's own Redis
 channel caps priorities at 9.
+
+On RabbitMQ (``BROKER_URL=amqp://``) this is the same app on kombu's amqp transport;
+Flower reads queue lengths there from RabbitMQ's management plugin (HTTP, port 15672, or
+``--broker_api``), and without it shows none, while workers, tasks and control work.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from app.config import Config
 def flower_celery() -> Celery:
     """agentq's Celery settings on kombu's own Redis transport."""
     settings = Config().as_dict()["CELERY"]
-    settings.pop("broker_transport")
+    settings.pop("broker_transport", None)  # absent on RabbitMQ: kombu's own amqp transport
     settings.pop("beat_schedule")
     celery = Celery("agentq")
     celery.config_from_object(settings)

@@ -17,6 +17,12 @@ return sooner the messages whose holder is gone (``worker.sweeps``). A worker ki
 between popping a message off its queue and recording it as taken loses it altogether
 (kombu pops with ``BRPOP``); ``messages`` lets the sweep see that no message for a job
 is left anywhere.
+
+On RabbitMQ (``BROKER_URL=amqp://``) none of this applies, and these functions say so
+(no message taken, ``messages`` None): the broker hands a message out again as soon as the
+connection of the worker holding it closes, and loses none between delivery and ack;
+but a queue cannot be read there without taking its messages, so the sweep waits
+``STALL_SECONDS`` before it dispatches a job again that no message will bring.
 """
 
 from __future__ import annotations
@@ -83,7 +89,10 @@ def _message(channel: Channel, payload: dict, tag: str | None = None) -> Message
 
 
 def taken_before(channel: Channel, seconds: float) -> list[Message]:
-    """The Celery task messages workers took more than ``seconds`` ago and still hold."""
+    """The Celery task messages workers took more than ``seconds`` ago and still hold (on
+    RabbitMQ, none that the broker would not hand out again by itself)."""
+    if not isinstance(channel, Channel):
+        return []
     client = channel.client
     tags = client.zrange(channel.unacked_index_key, 0, time.time() - seconds, byscore=True)
     if not tags:
@@ -101,7 +110,10 @@ def taken_before(channel: Channel, seconds: float) -> list[Message]:
 
 def messages(channel: Channel, queues: list[str], limit: int) -> list[Message] | None:
     """Every task message waiting in ``queues`` (all their priority lists) or taken by a
-    worker; None when more than ``limit`` wait (too many to read on every sweep)."""
+    worker; None when more than ``limit`` wait (too many to read on every sweep), or on
+    RabbitMQ (which cannot show a queue's messages without taking them)."""
+    if not isinstance(channel, Channel):
+        return None
     client = channel.client
     keys = [channel._q_for_pri(q, pri) for q in queues for pri in channel.priority_steps]
     with client.pipeline(transaction=False) as pipe:

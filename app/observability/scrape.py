@@ -7,7 +7,7 @@ One scrape of ``/api/metrics`` returns
   ``agent_worker_active_jobs``, ``agentq_checkpoint_oldest_pending_age_seconds`` (what
   an alert on a checkpoint waiting too long needs), ``agentq_outbox_backlog`` and
   ``agentq_outbox_oldest_age_seconds``;
-- ``agentq_queue_depth{queue}``, the messages waiting in each Celery queue on Redis;
+- ``agentq_queue_depth{queue}``, the messages waiting in each Celery queue (``app.broker``);
 - the event metrics (``app.observability.instruments``) and HTTP metrics
   (prometheus-flask-exporter, ``flask_http_request_*`` by ``url_rule``) of the web
   processes: of every gunicorn worker, summed through the multiprocess directory that
@@ -37,6 +37,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_flask_exporter import PrometheusMetrics
 
+from app import broker
 from app import queries
 from app import routing
 from app.extensions import db
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 class ScrapeCollector:
-    """Figures read at scrape time from Postgres and Redis.
+    """Figures read at scrape time from Postgres and the broker.
 
     A part that cannot be read (database or broker down) is left out of the scrape and
     logged; the rest is still served.
@@ -101,16 +102,13 @@ class ScrapeCollector:
     def _queues(self) -> Iterable[Metric]:
         depth = GaugeMetricFamily(
             "agentq_queue_depth",
-            "Messages waiting in a Celery queue on Redis, every priority level summed",
+            "Messages waiting in a Celery queue (on Redis every priority level summed)",
             labels=["queue"],
         )
         with current_app.extensions["celery"].connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
-            channel = conn.default_channel
             for queue in (*routing.step_queues(current_app.config), routing.SWEEPS_QUEUE):
-                # kombu keeps one Redis list per priority level; its channel knows the
-                # levels and key names agentq's transport uses (app.config, worker.transport).
-                depth.add_metric([queue], channel._size(queue))
+                depth.add_metric([queue], broker.waiting(conn, queue))
         yield depth
 
 

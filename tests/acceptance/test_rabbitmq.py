@@ -1,0 +1,205 @@
+"""agentq on RabbitMQ (``BROKER_URL=amqp://...``) with no Redis at all: web, worker and beat
+run on the machine's RabbitMQ (127.0.0.1:5672, guest/guest), in a virtual host of their own.
+
+The session's worker is stopped while these tests run, so only the RabbitMQ worker runs
+their jobs. Without RabbitMQ on :5672 the tests are skipped, saying why; in CI they fail
+instead, and ``.ci/run`` leaves them out when nothing answers there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+
+import pytest
+import requests
+from amqp.exceptions import PreconditionFailed
+from celery import Celery
+from kombu import Connection
+from kombu import Exchange
+from kombu import Queue
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import routing
+from app.config import is_amqp
+from tests.acceptance.running import Gunicorn
+from tests.acceptance.running import Worker
+from tests.conftest import ApiUser
+from tests.conftest import celery_process
+from tests.conftest import stop_worker
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.acceptance, pytest.mark.slow, pytest.mark.rabbitmq]
+
+FLEET = "/api/admin/agent-worker"
+FILES = [{"path": "hello.txt", "content": "hello from RabbitMQ\n"}]
+
+
+def unavailable(reason: str):
+    """Skip, or in CI fail: ``.ci/run`` deselects these tests when RabbitMQ is not there."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def amqp_url():
+    """A virtual host of this module's own (``rabbitmqctl``), deleted after; or the session's
+    when the session itself runs on RabbitMQ (``.ci/run`` makes that one)."""
+    session = os.environ.get("BROKER_URL")
+    if is_amqp(session):
+        yield session
+        return
+    try:
+        socket.create_connection(("127.0.0.1", 5672), 2).close()
+    except OSError:
+        unavailable("no RabbitMQ answers on 127.0.0.1:5672")
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("RabbitMQ answers on :5672, but there is no rabbitmqctl to add a vhost with")
+    vhost = f"agentq_test_{uuid.uuid4().hex[:8]}"
+    made = rabbitmqctl("add_vhost", vhost)
+    if made.returncode != 0:
+        unavailable(f"rabbitmqctl add_vhost failed (run as root?): {made.stderr.strip()}")
+    try:
+        allowed = rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        assert allowed.returncode == 0, allowed.stderr
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+class HttpClient:
+    """The test client's ``open`` over real HTTP, so that ``ApiUser`` calls the web process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def open(self, path: str, method: str = "GET", headers=None, json=None):
+        response = requests.request(method, self.url + path, headers=headers, json=json, timeout=30)
+        response.get_json = response.json
+        return response
+
+
+class RabbitSystem:
+    """gunicorn, a worker (one process) and beat on RabbitMQ, with ``REDIS_URL`` unset."""
+
+    def __init__(self, url: str) -> None:
+        self.amqp_url = url
+        # The processes outlive each test's database: connections are pinged before use.
+        env = {"BROKER_URL": url, "REDIS_URL": "", "DATABASE_IDLE_PING_SECONDS": "0"}
+        self.web = Gunicorn("rabbitmq-web", env)
+        self.worker = Worker("rabbitmq-worker", env)
+        self.beat = celery_process("beat", name="rabbitmq-beat", env=env)
+        self.control = Celery("rabbitmq-tests", broker=url)
+
+    def start(self) -> None:
+        self.web.start()
+        self.worker.start(self.control)
+        self.beat.start()
+
+    def stop(self) -> None:
+        for process in (self.beat, self.worker, self.web):
+            process.stop()
+        self.control.close()
+
+    def worker_name(self) -> str:
+        return self.worker.hostname.replace("%h", socket.gethostname())
+
+    def as_http(self, person: ApiUser) -> ApiUser:
+        """``person`` calling the web process on RabbitMQ."""
+        return ApiUser(HttpClient(self.web.url), person.name, person.token, person.id)
+
+
+@pytest.fixture(scope="module")
+def rabbit(servers, app, celery_worker, amqp_url):
+    stop_worker(app, celery_worker)
+    system = RabbitSystem(amqp_url)
+    try:
+        system.start()
+        yield system
+    finally:
+        system.stop()
+
+
+def queue_depths(rabbit: RabbitSystem) -> dict[str, float]:
+    response = requests.get(f"{rabbit.web.url}/api/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    return {
+        sample.labels["queue"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "agentq_queue_depth"
+    }
+
+
+def declare(url: str, name: str, arguments: dict) -> None:
+    """Declare queue ``name`` with ``arguments``; RabbitMQ refuses (406) when the queue exists
+    with other arguments, so an accepted declaration says what the queue is."""
+    with Connection(url) as conn:
+        Queue(name, Exchange(name), name, queue_arguments=arguments).bind(conn.channel()).declare()
+
+
+def test_a_job_runs_its_lifecycle_on_rabbitmq_without_redis(rabbit, user, admin):
+    """Given web, worker and beat on RabbitMQ with no REDIS_URL, when a code-generation job is
+    submitted and approved, then it completes, and /api/ready names the broker ready; the
+    step queues are classic queues with eleven priority levels (0..10)."""
+    user, admin = rabbit.as_http(user), rabbit.as_http(admin)
+    ready = requests.get(f"{rabbit.web.url}/api/ready", timeout=10)
+    assert ready.status_code == 200, ready.text
+
+    job = user.enqueue("code-generation", {"files": FILES}, priority=7)
+    user.wait_for(job["id"], "WAITING_APPROVAL")
+    checkpoint = user.pending_checkpoint(job["id"])
+    approved = admin.approve(checkpoint["id"], reason="fine on RabbitMQ")
+    assert approved.status_code == 200, approved.text
+    done = user.wait_for(job["id"], "COMPLETED", "FAILED")
+
+    assert done["status"] == "COMPLETED"
+    assert [s["step"] for s in done["steps"]] == ["propose", "write"]
+    assert {s["worker"] for s in done["steps"]} == {rabbit.worker_name()}
+    for name in (routing.STEPS_PREFIX + "code-generation", routing.CONTINUATIONS_QUEUE):
+        declare(rabbit.amqp_url, name, {"x-queue-type": "classic", "x-max-priority": 10})
+        with pytest.raises(PreconditionFailed, match="inequivalent arg 'x-max-priority'"):
+            declare(rabbit.amqp_url, name, {"x-max-priority": 9})
+
+
+def test_a_paused_fleet_holds_jobs_and_resumes_them_highest_priority_first(rabbit, user, admin):
+    """Given a paused fleet on RabbitMQ, when jobs of priorities 0..10 are queued, then none
+    runs, the queue depth metric counts them all; when the fleet resumes, they run one
+    after another from the highest priority to the lowest."""
+    user, admin = rabbit.as_http(user), rabbit.as_http(admin)
+    priorities = [3, 0, 10, 6, 1, 8, 5, 9, 2, 7, 4]
+    try:
+        assert admin.request("DELETE", FLEET).status_code == 200
+
+        def not_consuming():
+            body = admin.request("GET", FLEET).json()
+            ours = [w for w in body["workers"] if w["name"] == rabbit.worker_name()]
+            return body if ours and not ours[0]["consuming"] else None
+
+        paused = wait_until(not_consuming, 30, "the worker to stop consuming")
+        assert paused["worker"]["paused"] is True
+        jobs = {p: user.enqueue("simple-task", {"priority": p}, priority=p) for p in priorities}
+        queue = routing.STEPS_PREFIX + "simple-task"
+        wait_until(
+            lambda: queue_depths(rabbit).get(queue) == len(priorities),
+            10,
+            f"agentq_queue_depth of {queue} to count {len(priorities)} messages",
+        )
+        assert all(user.job(j["id"])["steps"] == [] for j in jobs.values())
+        assert admin.request("POST", FLEET).status_code == 200
+    finally:
+        admin.request("POST", FLEET)
+
+    done = {p: user.wait_for(j["id"], "COMPLETED", "FAILED") for p, j in jobs.items()}
+    assert {job["status"] for job in done.values()} == {"COMPLETED"}
+    started = sorted(done, key=lambda p: done[p]["steps"][0]["startedAt"])
+    assert started == sorted(priorities, reverse=True)
+    assert queue_depths(rabbit)[queue] == 0
