@@ -25,8 +25,7 @@ FROM python:${PYTHON_VERSION}-slim
 LABEL org.opencontainers.image.title="agentq" \
       org.opencontainers.image.description="Durable jobs for AI agents, with human approval checkpoints, on Celery, Postgres and Redis" \
       org.opencontainers.image.version="0.1.0" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.documentation="README.md, section Deploy and scale out"
+      org.opencontainers.image.licenses="MIT"
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

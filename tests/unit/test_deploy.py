@@ -14,9 +14,11 @@ import ast
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -273,6 +275,17 @@ def test_hadolint_finds_nothing_to_say_about_the_dockerfile():
         [tool("hadolint"), "--no-color", str(DOCKERFILE)], capture_output=True, text=True
     )
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
+
+
+def test_the_image_is_labelled_with_agentqs_name_version_and_licence():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    [labels] = [args for name, args in instructions() if name == "LABEL"]
+    found = dict(pair.split("=", 1) for pair in shlex.split(labels))
+    assert {key: found[f"org.opencontainers.image.{key}"] for key in ("title", "version")} == {
+        "title": project["name"],
+        "version": project["version"],
+    }
+    assert found["org.opencontainers.image.licenses"] == project["license"]
 
 
 def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_local():
