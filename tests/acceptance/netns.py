@@ -130,9 +130,14 @@ class Network:
         self.subnet = subnet
         self.hosts: list[Host] = []
         self.namespaces: list[str] = []
-        self.switch = self._namespace("net")
-        ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        ip("-n", self.switch, "link", "set", "br0", "up")
+        self.switch = f"{prefix}-net"
+        try:
+            self._namespace("net")
+            ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+            ip("-n", self.switch, "link", "set", "br0", "up")
+        except BaseException:
+            self.close()
+            raise
 
     def _namespace(self, name: str) -> str:
         namespace = f"{self.prefix}-{name}"
@@ -142,7 +147,8 @@ class Network:
         return namespace
 
     def add(self, name: str) -> Host:
-        """A new host on the switch, with the subnet's next address."""
+        """A new host on the switch, with the subnet's next address (``close`` deletes it
+        even when this fails half-way)."""
         self._namespace(name)
         host = Host(self, name, f"{self.subnet}.{len(self.hosts) + 1}")
         self.hosts.append(host)

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import processes
+from app.config import sqlalchemy_url
 from app.dev.embedded import EmbeddedPostgres
 from app.dev.embedded import EmbeddedRedis
 from tests.acceptance import netns
@@ -51,6 +52,9 @@ LEDGER = sa.text(
     "ORDER BY started_at, attempt"
 )
 OUTBOX = sa.text("SELECT count(*) FROM outbox")
+SUCCEEDED = sa.text(
+    "SELECT count(*) FROM job_steps WHERE worker = :worker AND status = 'succeeded'"
+)
 
 
 class Gate:
@@ -82,10 +86,7 @@ class Cluster:
         self.hosts = {f"worker@{host.name}": host for host in hosts}
         self.web = f"http://{db.address}:8000"
         self.headers = {"Authorization": f"Bearer {token}"}
-        self.engine = sa.create_engine(
-            database_url.replace("postgresql://", "postgresql+psycopg2://", 1),
-            poolclass=sa.pool.NullPool,
-        )
+        self.engine = sa.create_engine(sqlalchemy_url(database_url), poolclass=sa.pool.NullPool)
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
         return self.db.call(
@@ -130,6 +131,10 @@ class Cluster:
     def outbox(self) -> int:
         """Dispatch intents not yet published to Redis."""
         return self.db.call(self._read, OUTBOX)[0][0]
+
+    def succeeded(self, worker: str) -> int:
+        """Step attempts the ledger says the worker ran to success."""
+        return self.db.call(self._read, SUCCEEDED, worker=worker)[0][0]
 
     def steps_run(self, worker: str) -> float:
         """Steps the worker ran to success, from its own metrics endpoint on its host."""
@@ -190,9 +195,12 @@ def cluster():
         hosts = [network.add(name) for name in HOSTS]
         pg = EmbeddedPostgres(tmp / "postgres", host=db.address, port=5432, durable=False)
         redis = EmbeddedRedis(tmp / "redis", host=db.address, port=6379)
+        redis_url = db.call(redis.start)
         env = {
             "DATABASE_URL": db.call(pg.start),
-            "REDIS_URL": db.call(redis.start),
+            "REDIS_URL": redis_url,
+            # The broker too, whatever the session's is (a RabbitMQ on the machine's loopback).
+            "BROKER_URL": redis_url,
             "AGENTQ_HOME": str(tmp / "home"),
             "WORKSPACE_ROOT": str(tmp / "workspaces"),
         }
@@ -281,11 +289,7 @@ def test_jobs_spread_over_every_host(cluster, tmp_path):
         ]
         assert {row[3] for row in ledger} <= WORKERS
     for worker in WORKERS:
-        ran = cluster.db.call(
-            cluster._read,
-            sa.text("SELECT count(*) FROM job_steps WHERE worker = :w AND status = 'succeeded'"),
-            w=worker,
-        )[0][0]
+        ran = cluster.succeeded(worker)
         wait_until(lambda w=worker, n=ran: cluster.steps_run(w) == n, 30, f"{worker}'s metrics")
 
 
