@@ -120,8 +120,18 @@ def approve(http: Http, job_id: str, reason: str) -> dict:
     return pending
 
 
+def dispatch_intents(app, job_id: str) -> int:
+    """The job's dispatch intents not published yet (its rows in ``outbox``)."""
+    from app.extensions import db
+    from app.models import Outbox
+
+    with app.app_context():
+        query = sa.select(sa.func.count()).select_from(Outbox).where(Outbox.job_id == job_id)
+        return db.session.scalar(query)
+
+
 def test_a_restored_backup_finishes_its_jobs_with_an_empty_redis(
-    worker, servers, user, admin, files, tmp_path
+    worker, app, servers, user, admin, files, tmp_path
 ):
     """Given a running system holding a job parked at a checkpoint, a job in the middle of a
     step and a job queued in Redis, when its database is dumped with pg_dump, restored with
@@ -135,8 +145,10 @@ def test_a_restored_backup_finishes_its_jobs_with_an_empty_redis(
     user.wait_for(parked["id"], "WAITING_APPROVAL")
     interrupted = user.enqueue("test-gated", files.input())
     wait_until(lambda: "wait" in files.runs(), 30, "the gated step to run")
-    # The session's one worker process is held at the gate: this job waits in Redis.
+    # The session's one worker process is held at the gate: this job waits in Redis, and
+    # only there once its dispatch intent is published (its outbox row deleted).
     queued = user.enqueue("simple-task", {"n": 1})
+    wait_until(lambda: not dispatch_intents(app, queued["id"]), 10, "the job to be published")
 
     dump = tmp_path / "agentq.dump"
     pg_tool("pg_dump", "--format=custom", f"--file={dump}", f"--dbname={servers.database_url}")
@@ -175,6 +187,8 @@ def test_a_restored_backup_finishes_its_jobs_with_an_empty_redis(
 
             recovered = restored.wait_for(http, queued["id"], "COMPLETED", "FAILED")
             assert recovered["status"] == "COMPLETED", recovered
+            [line] = [log for log in recovered["logs"] if log["kind"] == "recovered"]
+            assert line["message"] == "Step run was not dispatched; queued again"
             assert recovered["steps"][0]["worker"].startswith("restored@")
 
 
