@@ -24,7 +24,6 @@ from kombu import Queue
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import routing
-from app.config import is_amqp
 from tests.acceptance.running import Gunicorn
 from tests.acceptance.running import Worker
 from tests.conftest import ApiUser
@@ -49,30 +48,39 @@ def rabbitmqctl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
 
 
+class VirtualHosts:
+    """Virtual hosts of this module's own, made with ``rabbitmqctl`` and deleted after."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def new(self) -> str:
+        """A new virtual host that guest may use; its URL."""
+        vhost = f"agentq_test_{uuid.uuid4().hex[:8]}"
+        made = rabbitmqctl("add_vhost", vhost)
+        if made.returncode != 0:
+            unavailable(f"rabbitmqctl add_vhost failed (run as root?): {made.stderr.strip()}")
+        self.made.append(vhost)
+        allowed = rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        assert allowed.returncode == 0, allowed.stderr
+        return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+
+    def delete(self) -> None:
+        for vhost in self.made:
+            rabbitmqctl("delete_vhost", vhost)
+
+
 @pytest.fixture(scope="module")
-def amqp_url():
-    """A virtual host of this module's own (``rabbitmqctl``), deleted after; or the session's
-    when the session itself runs on RabbitMQ (``.ci/run`` makes that one)."""
-    session = os.environ.get("BROKER_URL")
-    if is_amqp(session):
-        yield session
-        return
+def vhosts():
     try:
         socket.create_connection(("127.0.0.1", 5672), 2).close()
     except OSError:
         unavailable("no RabbitMQ answers on 127.0.0.1:5672")
     if shutil.which("rabbitmqctl") is None:
         unavailable("RabbitMQ answers on :5672, but there is no rabbitmqctl to add a vhost with")
-    vhost = f"agentq_test_{uuid.uuid4().hex[:8]}"
-    made = rabbitmqctl("add_vhost", vhost)
-    if made.returncode != 0:
-        unavailable(f"rabbitmqctl add_vhost failed (run as root?): {made.stderr.strip()}")
-    try:
-        allowed = rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        assert allowed.returncode == 0, allowed.stderr
-        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    finally:
-        rabbitmqctl("delete_vhost", vhost)
+    hosts = VirtualHosts()
+    yield hosts
+    hosts.delete()
 
 
 class HttpClient:
@@ -88,12 +96,19 @@ class HttpClient:
 
 
 class RabbitSystem:
-    """gunicorn, a worker (one process) and beat on RabbitMQ, with ``REDIS_URL`` unset."""
+    """gunicorn, a worker (one process) and beat on RabbitMQ, with ``REDIS_URL`` unset, their
+    queues of ``queue_type`` (``RABBITMQ_QUEUE_TYPE``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, queue_type: str) -> None:
         self.amqp_url = url
-        # The processes outlive each test's database: connections are pinged before use.
-        env = {"BROKER_URL": url, "REDIS_URL": "", "DATABASE_IDLE_PING_SECONDS": "0"}
+        self.queue_type = queue_type
+        env = {
+            "BROKER_URL": url,
+            "RABBITMQ_QUEUE_TYPE": queue_type,
+            "REDIS_URL": "",
+            # The processes outlive each test's database: connections are pinged before use.
+            "DATABASE_IDLE_PING_SECONDS": "0",
+        }
         self.web = Gunicorn("rabbitmq-web", env)
         self.worker = Worker("rabbitmq-worker", env)
         self.beat = celery_process("beat", name="rabbitmq-beat", env=env)
@@ -117,10 +132,12 @@ class RabbitSystem:
         return ApiUser(HttpClient(self.web.url), person.name, person.token, person.id)
 
 
-@pytest.fixture(scope="module")
-def rabbit(servers, app, celery_worker, amqp_url):
+@pytest.fixture(scope="module", params=["classic", "quorum"])
+def rabbit(request, servers, app, celery_worker, vhosts):
+    """The system on RabbitMQ, with classic queues, then with quorum queues; the session's
+    worker stopped meanwhile (the ``worker`` fixture starts it again for later tests)."""
     stop_worker(app, celery_worker)
-    system = RabbitSystem(amqp_url)
+    system = RabbitSystem(vhosts.new(), request.param)
     try:
         system.start()
         yield system
@@ -139,17 +156,19 @@ def queue_depths(rabbit: RabbitSystem) -> dict[str, float]:
     }
 
 
-def declare(url: str, name: str, arguments: dict) -> None:
-    """Declare queue ``name`` with ``arguments``; RabbitMQ refuses (406) when the queue exists
-    with other arguments, so an accepted declaration says what the queue is."""
+def declare(url: str, name: str, arguments: dict, exchange_type: str = "direct") -> None:
+    """Declare queue ``name`` with ``arguments`` on an exchange of its name; RabbitMQ refuses
+    (406) when they exist otherwise, so an accepted declaration says what they are."""
+    exchange = Exchange(name, type=exchange_type)
     with Connection(url) as conn:
-        Queue(name, Exchange(name), name, queue_arguments=arguments).bind(conn.channel()).declare()
+        Queue(name, exchange, name, queue_arguments=arguments).bind(conn.channel()).declare()
 
 
 def test_a_job_runs_its_lifecycle_on_rabbitmq_without_redis(rabbit, user, admin):
     """Given web, worker and beat on RabbitMQ with no REDIS_URL, when a code-generation job is
     submitted and approved, then it completes, and /api/ready names the broker ready; the
-    step queues are classic queues with eleven priority levels (0..10)."""
+    step queues are classic queues with eleven priority levels (0..10), or quorum queues,
+    which RabbitMQ 3.x gives no priorities."""
     user, admin = rabbit.as_http(user), rabbit.as_http(admin)
     ready = requests.get(f"{rabbit.web.url}/api/ready", timeout=10)
     assert ready.status_code == 200, ready.text
@@ -165,15 +184,20 @@ def test_a_job_runs_its_lifecycle_on_rabbitmq_without_redis(rabbit, user, admin)
     assert [s["step"] for s in done["steps"]] == ["propose", "write"]
     assert {s["worker"] for s in done["steps"]} == {rabbit.worker_name()}
     for name in (routing.STEPS_PREFIX + "code-generation", routing.CONTINUATIONS_QUEUE):
-        declare(rabbit.amqp_url, name, {"x-queue-type": "classic", "x-max-priority": 10})
-        with pytest.raises(PreconditionFailed, match="inequivalent arg 'x-max-priority'"):
-            declare(rabbit.amqp_url, name, {"x-max-priority": 9})
+        if rabbit.queue_type == "classic":
+            declare(rabbit.amqp_url, name, {"x-queue-type": "classic", "x-max-priority": 10})
+            with pytest.raises(PreconditionFailed, match="inequivalent arg 'x-max-priority'"):
+                declare(rabbit.amqp_url, name, {"x-max-priority": 9})
+        else:
+            declare(rabbit.amqp_url, name, {"x-queue-type": "quorum"}, "topic")
+            with pytest.raises(PreconditionFailed, match="inequivalent arg 'x-queue-type'"):
+                declare(rabbit.amqp_url, name, {"x-queue-type": "classic"}, "topic")
 
 
 def test_a_paused_fleet_holds_jobs_and_resumes_them_highest_priority_first(rabbit, user, admin):
     """Given a paused fleet on RabbitMQ, when jobs of priorities 0..10 are queued, then none
-    runs, the queue depth metric counts them all; when the fleet resumes, they run one
-    after another from the highest priority to the lowest."""
+    runs, the queue depth metric counts them all; when the fleet resumes, they all run, on
+    classic queues one after another from the highest priority to the lowest."""
     user, admin = rabbit.as_http(user), rabbit.as_http(admin)
     priorities = [3, 0, 10, 6, 1, 8, 5, 9, 2, 7, 4]
     try:
@@ -200,6 +224,7 @@ def test_a_paused_fleet_holds_jobs_and_resumes_them_highest_priority_first(rabbi
 
     done = {p: user.wait_for(j["id"], "COMPLETED", "FAILED") for p, j in jobs.items()}
     assert {job["status"] for job in done.values()} == {"COMPLETED"}
-    started = sorted(done, key=lambda p: done[p]["steps"][0]["startedAt"])
-    assert started == sorted(priorities, reverse=True)
     assert queue_depths(rabbit)[queue] == 0
+    if rabbit.queue_type == "classic":
+        started = sorted(done, key=lambda p: done[p]["steps"][0]["startedAt"])
+        assert started == sorted(priorities, reverse=True)
