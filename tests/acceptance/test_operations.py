@@ -100,11 +100,12 @@ class System:
 
 
 def own_servers(database_url: str, redis_url: str, home: Path) -> dict[str, str]:
-    """The environment of processes on that database and Redis, with their own ``AGENTQ_HOME``
-    (beat's schedule) and workspaces."""
+    """The environment of processes on that database and Redis (their broker too, whatever
+    the session's is), with their own ``AGENTQ_HOME`` (beat's schedule) and workspaces."""
     return {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
+        "BROKER_URL": redis_url,
         "AGENTQ_HOME": str(home),
         "WORKSPACE_ROOT": str(home / "workspaces"),
     }
