@@ -215,7 +215,8 @@ def cluster():
                 *("--concurrency", "1", "--hostname", f"worker@{host.name}"),
                 *("--without-mingle", "--without-gossip"),
             )
-            worker_env = {**env, "WORKER_METRICS_PORT": str(METRICS_PORT)}
+            port = str(METRICS_PORT)
+            worker_env = {**env, "WORKER_METRICS_HOST": host.address, "WORKER_METRICS_PORT": port}
             host.start(Process(f"hosts-worker-{host.name}", argv, worker_env))
         # While they start.
         token = db.call(agentq, env, "users", "create", "admin", "--admin").split()[-1]
