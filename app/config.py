@@ -281,8 +281,8 @@ class Config:
         self.PROXY_FIX_HOPS = _env_int("PROXY_FIX_HOPS", 0)
         #: Port on which each Celery worker serves its processes' metrics (0: none).
         self.WORKER_METRICS_PORT = _env_int("WORKER_METRICS_PORT", 9808)
-        #: Address the worker's metrics port listens on.
-        self.WORKER_METRICS_ADDR = os.environ.get("WORKER_METRICS_ADDR") or "0.0.0.0"
+        #: Address the worker's metrics port listens on (``agentq dev``: 127.0.0.1).
+        self.WORKER_METRICS_HOST = os.environ.get("WORKER_METRICS_HOST") or "0.0.0.0"
         #: Sentry's DSN; unset: no Sentry at all (``app.observability.sentry``).
         self.SENTRY_DSN = os.environ.get("SENTRY_DSN") or None
         #: The environment Sentry files events under (production, staging, ...).

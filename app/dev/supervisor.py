@@ -96,6 +96,8 @@ def run(port: int) -> None:
             "REDIS_URL": redis.url,
             "SECRET_KEY": local_secret_key(),
             "AGENTQ_HOME": str(var),
+            # The worker's metrics port on this machine only, as the web's.
+            "WORKER_METRICS_HOST": "127.0.0.1",
             # Plain lines for a person at a terminal, JSON when the output goes elsewhere.
             "LOG_FORMAT": os.environ.get("LOG_FORMAT")
             or ("text" if sys.stdout.isatty() else "json"),

@@ -5,8 +5,8 @@ Steps run in the worker's pool children, so their counters and histograms
 multiprocess directory of its own (``<temp dir>/agentq-worker-metrics-<pid>``, made
 empty when the worker starts and removed when it stops; two workers on one machine never
 share one); the children write their files there, and the worker's main process sums
-them on ``http://<host>:WORKER_METRICS_PORT/metrics`` (9808 by default; 0: no port, and
-no directory).
+them on ``http://WORKER_METRICS_HOST:WORKER_METRICS_PORT/metrics`` (every address and
+port 9808 by default; 0: no port, and no directory).
 
 Why a port per worker: workers run on any number of machines that share no filesystem
 with the web or with each other, so no one process can read all the files. Each worker
@@ -81,10 +81,10 @@ def _ensure_directory(**_kwargs) -> None:
 
 @signals.worker_ready.connect
 def _serve(sender, **_kwargs) -> None:
-    """Serve the sum of this worker's processes on ``WORKER_METRICS_PORT``."""
+    """Serve the sum of this worker's processes on ``WORKER_METRICS_HOST:WORKER_METRICS_PORT``."""
     global _server
     config = sender.app.flask_app.config
-    port, addr = config["WORKER_METRICS_PORT"], config["WORKER_METRICS_ADDR"]
+    port, host = config["WORKER_METRICS_PORT"], config["WORKER_METRICS_HOST"]
     if not port:
         log.info("metrics: WORKER_METRICS_PORT is 0, no metrics port")
         return
@@ -95,17 +95,17 @@ def _serve(sender, **_kwargs) -> None:
     registry = CollectorRegistry(auto_describe=False)
     MultiProcessCollector(registry, path=str(prepare()))
     try:
-        _server, _thread = start_http_server(port, addr=addr, registry=registry)
+        _server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:  # the worker runs on without its metrics port
         log.error(
             "metrics: cannot serve on %s:%s (%s); give each worker on this machine its own "
             "WORKER_METRICS_PORT",
-            addr,
+            host,
             port,
             exc,
         )
         return
-    log.info("metrics: serving this worker's metrics on http://%s:%s/metrics", addr, port)
+    log.info("metrics: serving this worker's metrics on http://%s:%s/metrics", host, port)
 
 
 @signals.worker_process_shutdown.connect
