@@ -66,9 +66,22 @@ def sweep() -> dict[str, int]:
         "published": published,
         "returned": returned,
     }
-    if any(counts.values()):
-        log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
+    done = [DONE[what].format(n) for what, n in counts.items() if n]
+    if done:
+        log.info("sweep: %s", "; ".join(done))
+    else:
+        log.debug("sweep: nothing to do")
     return counts
+
+
+#: What the sweep's line says of each part that acted, with how many rows it handled.
+DONE = {
+    "released": "re-dispatched {} step(s) whose claim lease lapsed",
+    "stalled": "dispatched again {} stalled job(s) that no message would bring",
+    "expired": "expired {} checkpoint(s)",
+    "published": "published {} dispatch(es) left in the outbox",
+    "returned": "put back {} step message(s) whose worker was lost",
+}
 
 
 #: Most messages a sweep reads from the step queues to find jobs no message will bring.

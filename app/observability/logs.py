@@ -269,12 +269,27 @@ def init_app(app: Flask) -> None:
 PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
 
+class SentAtDebug(logging.Filter):
+    """Beat's line for each task it sends (``Scheduler: Sending due task``), made DEBUG: beat
+    sends only the sweep, every ``SWEEP_INTERVAL`` seconds, and the sweep says itself, at
+    INFO, when it acted. ``agentq beat --loglevel DEBUG`` shows them again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and str(record.msg).startswith("Scheduler: Sending"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 @signals.setup_logging.connect
 def _celery_logging(loglevel=logging.INFO, logfile=None, **_kwargs) -> None:
     """Celery's worker and beat log through ``configure``; connected, Celery adds no handler."""
     configure(level=loglevel or logging.INFO, logfile=logfile or None)
     for name in PER_TASK_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    beat = logging.getLogger("celery.beat")
+    if not any(isinstance(f, SentAtDebug) for f in beat.filters):
+        beat.addFilter(SentAtDebug())
 
 
 @signals.celeryd_init.connect
