@@ -99,7 +99,7 @@ class Host:
         return self._thread.submit(fn, *args, **kwargs).result()
 
     def start(self, process: Process) -> Process:
-        """Start ``process`` in the host's namespace; stopped by ``network.close()``."""
+        """Start ``process`` in the host's namespace; ``network.stop()`` stops it."""
         self.call(process.start)
         self.processes.append(process)
         return process
