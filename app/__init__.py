@@ -70,9 +70,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS)
 
     # Imported here, not at the top: prometheus_client picks its multiprocess mode when it
-    # is first imported, and a worker must set its directory first (``worker.celery_app``);
-    # and ``cli`` builds its apps with this function, so its module imports this one.
-    from app import cli
+    # is first imported, and a worker must set its directory first (``worker.celery_app``).
     from app.observability import instruments
     from app.observability import scrape
 
@@ -86,5 +84,4 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     api.init_app(app)
     admin.init_app(app)
     scrape.init_app(app)
-    cli.init_app(app)
     return app

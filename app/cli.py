@@ -1,29 +1,37 @@
 """The ``agentq`` command: one click group over the Flask app's commands.
 
 ``agentq db ...`` is Flask-Migrate's; ``users``, ``tokens``, ``check-db``,
-``verify``, ``demo``, ``worker``, ``beat`` and ``dev`` are agentq's own. Each
-prints what it did; a check that fails exits non-zero.
+``verify``, ``demo``, ``serve``, ``worker``, ``beat``, ``flower`` and ``dev`` are
+agentq's own. Each prints what it did; a check that fails exits non-zero.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
-import uuid
+from datetime import UTC
+from datetime import datetime
 
 import click
+import flask_migrate
 import sqlalchemy as sa
 from flask import Flask
-from flask.cli import FlaskGroup
+from flask.cli import ScriptInfo
 from flask.cli import with_appcontext
+from flask_migrate.cli import db as migrations
 
 from app import create_app
 from app import processes
 from app.auth import create_token
 from app.auth import create_user
+from app.auth import list_tokens
 from app.auth import revoke_token
+from app.auth import set_admin
 from app.auth import set_password
+from app.auth import tokens_matching
 from app.auth import user_by_name
+from app.auth import users_and_tokens
 from app.config import dev_state
 from app.dev import demo as walkthrough
 from app.errors import ConfigError
@@ -39,22 +47,32 @@ def _create_app():
     return create_app()
 
 
-main = FlaskGroup(
-    create_app=_create_app,
-    add_default_commands=False,
-    help="agentq: durable AI-agent jobs with human approval checkpoints.",
-)
+class AgentqGroup(click.Group):
+    """A click group whose commands find agentq's app as Flask's do (``with_appcontext``,
+    through a ``ScriptInfo``), so that Flask-Migrate's ``db`` commands run unchanged; unlike
+    ``FlaskGroup``, it has none of Flask's options (``--app``, ``--env-file``, ``--debug``),
+    and it makes the app only for a command that needs one, so ``--help`` works anywhere."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        extra.setdefault(
+            "obj",
+            ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False),
+        )
+        return super().make_context(info_name, args, parent, **extra)
 
 
-def init_app(app: Flask) -> None:
-    """Register the commands that need the app (and so a configured database)."""
-    app.cli.add_command(users)
-    app.cli.add_command(tokens)
+@click.group(cls=AgentqGroup)
+@click.version_option(package_name="agentq", prog_name="agentq")
+def main() -> None:
+    """agentq: durable AI-agent jobs with human approval checkpoints."""
 
 
-@click.group()
+main.add_command(migrations, "db")
+
+
+@main.group()
 def users() -> None:
-    """Manage users."""
+    """Manage users: create, promote, demote, list, set a password."""
 
 
 @users.command("create")
@@ -69,6 +87,45 @@ def users_create(name: str, admin: bool) -> None:
         raise click.ClickException(f"User {name!r} already exists") from None
     click.echo(f"Created {'admin' if admin else 'user'} {user.name} ({user.id}), token id {row.id}")
     click.echo(token)
+
+
+@users.command("list")
+@with_appcontext
+def users_list() -> None:
+    """List the users: name, role, when created, and how many tokens they hold (not revoked)."""
+    rows = [
+        (user.name, "admin" if user.is_admin else "user", _when(user.created_at), str(count))
+        for user, count in users_and_tokens()
+    ]
+    _table(("NAME", "ROLE", "CREATED", "TOKENS"), rows)
+
+
+def _set_role(name: str, admin: bool) -> None:
+    try:
+        user = user_by_name(name)
+    except NotFoundError as exc:
+        raise click.ClickException(f"{exc.message}; `agentq users list` shows them") from None
+    role, other = ("an admin", "a user") if admin else ("a user", "an admin")
+    if set_admin(user, admin):
+        click.echo(f"{name} is now {role} (was {other})")
+    else:
+        click.echo(f"{name} is already {role}; nothing changed")
+
+
+@users.command("promote")
+@click.argument("name")
+@with_appcontext
+def users_promote(name: str) -> None:
+    """Give user NAME the admin role (the admin pages, decisions, the fleet)."""
+    _set_role(name, True)
+
+
+@users.command("demote")
+@click.argument("name")
+@with_appcontext
+def users_demote(name: str) -> None:
+    """Take the admin role from user NAME; their tokens and sign-in stay, as a user's."""
+    _set_role(name, False)
 
 
 @users.command("set-password")
@@ -87,9 +144,9 @@ def users_set_password(name: str, password: str) -> None:
     click.echo(f"Set the password of {name}; sign in at /admin/login")
 
 
-@click.group()
+@main.group()
 def tokens() -> None:
-    """Manage API tokens."""
+    """Manage API tokens: create, list, revoke."""
 
 
 @tokens.command("create")
@@ -105,16 +162,59 @@ def tokens_create(name: str) -> None:
     click.echo(token)
 
 
-@tokens.command("revoke")
-@click.argument("token_id", type=click.UUID)
+@tokens.command("list")
+@click.argument("name", required=False)
 @with_appcontext
-def tokens_revoke(token_id: uuid.UUID) -> None:
-    """Revoke token TOKEN_ID; requests carrying it are refused at once."""
+def tokens_list(name: str | None) -> None:
+    """List the tokens (user NAME's only, when given), oldest first: id, user, the token's
+    first characters, when made and last used (to the minute), when revoked."""
     try:
-        row = revoke_token(token_id)
+        user = user_by_name(name) if name else None
     except NotFoundError as exc:
         raise click.ClickException(exc.message) from None
+    rows = [
+        (
+            str(row.id),
+            row.user.name,
+            f"{row.prefix}\u2026" if row.prefix else "-",
+            _when(row.created_at),
+            _when(row.last_used_at),
+            _when(row.revoked_at),
+        )
+        for row in list_tokens(user)
+    ]
+    _table(("ID", "USER", "TOKEN", "CREATED", "LAST USED", "REVOKED"), rows)
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@with_appcontext
+def tokens_revoke(token_id: str) -> None:
+    """Revoke token TOKEN_ID (its id, or the start of it that no other token's id shares);
+    requests carrying it are refused at once."""
+    matches = tokens_matching(token_id)
+    if not matches:
+        raise click.ClickException(f"Token {token_id} not found; `agentq tokens list` shows them")
+    if len(matches) > 1:
+        listed = "\n".join(f"  {row.id}  {row.user.name}" for row in matches)
+        raise click.ClickException(
+            f"{token_id} starts {len(matches)} token ids; give more of the one to revoke:\n{listed}"
+        )
+    row = revoke_token(matches[0].id)
     click.echo(f"Revoked token {row.id} of {row.user.name}")
+
+
+def _when(moment: datetime | None) -> str:
+    """A time as the lists show it: UTC, to the second; ``-`` for none."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Print ``rows`` under ``headers``, in columns as wide as their widest cell."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+    for line in (headers, *rows):
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
 
 
 def _check(ok: bool, label: str) -> bool:
@@ -130,7 +230,7 @@ def _app_or_fail() -> Flask:
         sys.exit(1)
 
 
-@main.command("check-db", with_appcontext=False)
+@main.command("check-db")
 def check_db() -> None:
     """Check the database connection and each table."""
     app = _app_or_fail()
@@ -152,7 +252,7 @@ def check_db() -> None:
         sys.exit(1)
 
 
-@main.command(with_appcontext=False)
+@main.command()
 def verify() -> None:
     """Verify database, migrations, broker, workers and handlers."""
     app = _app_or_fail()
@@ -171,7 +271,6 @@ def verify() -> None:
 
 
 @main.command(
-    with_appcontext=False,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @click.option(
@@ -187,7 +286,6 @@ def worker(ctx: click.Context, queues: str | None) -> None:
 
 
 @main.command(
-    with_appcontext=False,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
 )
 @click.pass_context
@@ -196,7 +294,69 @@ def beat(ctx: click.Context) -> None:
     os.execvp(sys.executable, processes.beat_argv(*ctx.args))
 
 
-@main.command(with_appcontext=False)
+#: The advisory lock ``agentq serve`` holds while it migrates, so that web processes starting
+#: together migrate one after the other (the later ones find nothing left to do).
+MIGRATIONS_LOCK = sa.text("SELECT pg_advisory_lock(hashtext('agentq.migrations'))")
+
+
+def _migrate() -> None:
+    """Apply the migrations (``agentq db upgrade``) under ``MIGRATIONS_LOCK``.
+
+    :raises click.ClickException: when the database does not answer.
+    """
+    app = _app_or_fail()
+    with app.app_context():
+        try:
+            # The lock is the session's, and goes with its connection at the end of the block.
+            with db.engine.connect() as conn:
+                conn.execute(MIGRATIONS_LOCK)
+                flask_migrate.upgrade()
+        except sa.exc.OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise click.ClickException(f"Cannot migrate the database: {reason}") from None
+        finally:
+            db.engine.dispose()
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.option("--port", envvar="PORT", default=8000, show_default=True, help="Port to serve on.")
+@click.option(
+    "--workers",
+    envvar="WEB_CONCURRENCY",
+    default=2,
+    show_default=True,
+    help="gunicorn worker processes.",
+)
+@click.option("--no-migrate", is_flag=True, help="Start without applying the migrations first.")
+@click.pass_context
+def serve(ctx: click.Context, port: int, workers: int, no_migrate: bool) -> None:
+    """Apply the migrations, then serve the web (API, admin pages, metrics) with gunicorn on
+    0.0.0.0:PORT (extra args go to gunicorn)."""
+    if not no_migrate:
+        _migrate()
+    click.echo(f"agentq serve: gunicorn on 0.0.0.0:{port}, {workers} workers")
+    argv = processes.web_argv(f"0.0.0.0:{port}", "--workers", str(workers), *ctx.args)
+    os.execvp(sys.executable, argv)
+
+
+@main.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.pass_context
+def flower(ctx: click.Context) -> None:
+    """Run Flower, Celery's monitor, on agentq's queues and priorities (``worker.flower``;
+    extra args go to flower)."""
+    if importlib.util.find_spec("flower") is None:
+        raise click.ClickException(
+            "Flower is not installed here: pip install 'agentq[flower]' (or 'flower>=2.2,<3')"
+        )
+    argv = [sys.executable, "-m", "celery", "-A", "worker.flower", "flower", *ctx.args]
+    os.execvp(sys.executable, argv)
+
+
+@main.command()
 @click.option("--port", envvar="PORT", default=8000, show_default=True, help="Web port.")
 def dev(port: int) -> None:
     """Run everything on embedded Postgres and Redis with data in ./var (Ctrl-C stops)."""
@@ -207,7 +367,7 @@ def dev(port: int) -> None:
     supervisor.run(port)
 
 
-@main.command(with_appcontext=False)
+@main.command()
 @click.option("--url", envvar="AGENTQ_URL", help="Base URL (default: the running `agentq dev`).")
 @click.option("--token", envvar="AGENTQ_TOKEN", help="An admin token (default: a temporary one).")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each stage.")

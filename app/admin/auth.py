@@ -67,7 +67,11 @@ def admin_required(view: Callable) -> Callable:
     @login_required
     def wrapper(*args, **kwargs):
         if not current_user.is_admin:
-            abort(403, description="These pages are for admins. Ask an admin for the role.")
+            abort(
+                403,
+                description="These pages are for admins. Ask an admin for the role: "
+                f"agentq users promote {current_user.name}",
+            )
         return view(*args, **kwargs)
 
     return wrapper

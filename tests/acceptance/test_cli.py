@@ -1,5 +1,7 @@
 """The ``agentq`` console script, run as a user would run it: a subprocess at the repo root."""
 
+import functools
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.extensions import db
+from tests.integration.admin_pages import sign_in
 
 pytestmark = [pytest.mark.acceptance]
 
@@ -137,3 +140,135 @@ def test_creating_a_user_twice_is_refused(app, client):
     assert "Traceback" not in again.stderr
     # dora is still a plain user with her first token.
     assert get(client, ADMIN_ONLY, token).status_code == 403
+
+
+def test_help_shows_agentq_commands_not_flasks_options_and_needs_no_database(tmp_path):
+    """Given a directory with no database anywhere, when `agentq --help` and `agentq
+    --version`, then the help lists agentq's commands with none of Flask's options, and the
+    version is the installed package's."""
+    bare = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    run = functools.partial(
+        subprocess.run, cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=60
+    )
+
+    shown = run([str(AGENTQ), "--help"])
+
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert shown.stderr == ""
+    commands = re.findall(r"^  ([a-z-]+)  ", shown.stdout.split("Commands:")[1], re.MULTILINE)
+    assert set(commands) >= {"serve", "worker", "beat", "flower", "db", "users", "tokens"}
+    for flask_option in ("--env-file", "--app", "--debug"):
+        assert flask_option not in shown.stdout
+    version = run([str(AGENTQ), "--version"])
+    assert version.stdout.strip() == f"agentq, version {importlib.metadata.version('agentq')}"
+
+
+def test_promote_names_itself_on_the_403_page_and_demote_takes_the_role_back(app, client, user):
+    """Given a user who is not an admin, when they open the admin pages, then the 403 page
+    names the command that would let them in; when an operator runs it, the pages open
+    and the admin API answers; `agentq users demote` closes both again."""
+    sign_in(app, client, user)
+    refused = client.get("/admin/jobs")
+    assert refused.status_code == 403
+    assert f"agentq users promote {user.name}" in refused.get_data(as_text=True)
+
+    promoted = agentq("users", "promote", user.name)
+    assert promoted.returncode == 0, promoted.stderr
+    assert promoted.stdout.strip() == f"{user.name} is now an admin (was a user)"
+    assert client.get("/admin/jobs").status_code == 200
+    assert get(client, ADMIN_ONLY, user.token).status_code == 200
+
+    demoted = agentq("users", "demote", user.name)
+    assert demoted.stdout.strip() == f"{user.name} is now a user (was an admin)"
+    assert client.get("/admin/jobs").status_code == 403
+    assert get(client, ADMIN_ONLY, user.token).status_code == 403
+
+    unknown = agentq("users", "promote", "nobody")
+    assert unknown.returncode == 1
+    assert "User 'nobody' not found" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+def rows(done: subprocess.CompletedProcess) -> list[dict[str, str]]:
+    """The table a list command printed, a dict per row by the header's column names."""
+    assert done.returncode == 0, done.stdout + done.stderr
+    header, *lines = done.stdout.splitlines()
+    columns = list(re.finditer(r"\S+(?: \S+)*", header))
+    ends = [c.start() for c in columns[1:]] + [None]
+    return [
+        {c.group(): line[c.start() : end].strip() for c, end in zip(columns, ends, strict=True)}
+        for line in lines
+    ]
+
+
+#: A time as the lists print it.
+WHEN = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ")
+
+
+def test_users_list_and_tokens_list_show_roles_tokens_and_last_use(app, client):
+    """Given an admin whose token is revoked and a user with two tokens, one of them used,
+    when `agentq users list` and `agentq tokens list [NAME]`, then each user shows their role
+    and tokens in use, and each token its user, first characters, last use and revocation."""
+    from app.auth import create_token
+    from app.auth import create_user
+    from app.auth import revoke_token
+
+    with app.app_context():
+        _erin, erin_row, erin_token = create_user("erin", admin=True)
+        finn, _row, used = create_user("finn")
+        _row, unused = create_token(finn)
+        erin_token_id = str(revoke_token(erin_row.id).id)
+    assert get(client, "/api/agent-jobs", used).status_code == 200
+
+    users = {row["NAME"]: row for row in rows(agentq("users", "list"))}
+    assert {name: (u["ROLE"], u["TOKENS"]) for name, u in users.items()} == {
+        "erin": ("admin", "0"),
+        "finn": ("user", "2"),
+    }
+    assert WHEN.fullmatch(users["finn"]["CREATED"])
+
+    tokens = rows(agentq("tokens", "list"))
+    assert [(t["USER"], t["TOKEN"]) for t in tokens] == [
+        ("erin", f"{erin_token[:8]}\u2026"),
+        ("finn", f"{used[:8]}\u2026"),
+        ("finn", f"{unused[:8]}\u2026"),
+    ]
+    erin, finn_used, finn_unused = tokens
+    assert erin["ID"] == erin_token_id
+    assert WHEN.fullmatch(erin["REVOKED"]) and erin["LAST USED"] == "-"
+    assert WHEN.fullmatch(finn_used["LAST USED"]) and finn_used["REVOKED"] == "-"
+    assert finn_unused["LAST USED"] == "-" and finn_unused["REVOKED"] == "-"
+    assert rows(agentq("tokens", "list", "finn")) == [finn_used, finn_unused]
+
+
+def test_tokens_revoke_by_a_unique_prefix_and_not_by_an_ambiguous_one(app, client, user):
+    """Given tokens whose ids share a start, when `agentq tokens revoke` gets that start, then
+    it revokes nothing and lists the tokens it matches; given the whole id (in capitals) or a
+    start only one id has, it revokes that token."""
+    from app.auth import create_token
+    from app.auth import hash_token
+    from app.models import ApiToken
+    from app.models import User
+
+    twins = [uuid.UUID(f"abcdef01-0000-4000-8000-00000000000{n}") for n in (1, 2)]
+    made = [f"aq_twin{token_id}" for token_id in twins]
+    with app.app_context():
+        for token_id, token in zip(twins, made, strict=True):
+            db.session.add(ApiToken(id=token_id, user_id=user.id, token_hash=hash_token(token)))
+        db.session.commit()
+        row, other = create_token(db.session.get(User, user.id))
+        other_id = str(row.id)
+
+    ambiguous = agentq("tokens", "revoke", "ABCDEF")
+    assert ambiguous.returncode == 1
+    assert "ABCDEF starts 2 token ids" in ambiguous.stderr
+    for token_id in twins:
+        assert f"{token_id}  {user.name}" in ambiguous.stderr
+    assert [get(client, "/api/agent-jobs", t).status_code for t in made] == [200, 200]
+
+    whole = agentq("tokens", "revoke", str(twins[0]).upper())
+    assert whole.stdout.strip() == f"Revoked token {twins[0]} of {user.name}"
+    start = agentq("tokens", "revoke", other_id[:8])
+    assert start.stdout.strip() == f"Revoked token {other_id} of {user.name}"
+    statuses = [get(client, "/api/agent-jobs", t).status_code for t in (*made, other, user.token)]
+    assert statuses == [401, 200, 401, 200]
