@@ -1,5 +1,4 @@
-"""api tokens: when each was last used (to the minute), and its first characters, for
-`agentq tokens list`
+"""api tokens: when each was last used, and its first characters, for agentq tokens list
 
 Revision ID: 0006
 Revises: 0005
