@@ -1,5 +1,7 @@
 """agentq on RabbitMQ (``BROKER_URL=amqp://...``) with no Redis at all: web, worker and beat
-run on the machine's RabbitMQ (127.0.0.1:5672, guest/guest), in a virtual host of their own.
+run on the machine's RabbitMQ (127.0.0.1:5672, guest/guest), in a virtual host of their own,
+with classic queues and then again with quorum queues (``RABBITMQ_QUEUE_TYPE``): a job's
+lifecycle, the fleet paused and resumed, priorities, the queue depth metric, and Flower.
 
 The session's worker is stopped while these tests run, so only the RabbitMQ worker runs
 their jobs. Without RabbitMQ on :5672 the tests are skipped, saying why; in CI they fail
@@ -26,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import routing
 from tests.acceptance.running import Gunicorn
 from tests.acceptance.running import Worker
+from tests.acceptance.test_flower import Flower
 from tests.conftest import ApiUser
 from tests.conftest import celery_process
 from tests.conftest import stop_worker
@@ -102,12 +105,15 @@ class RabbitSystem:
     def __init__(self, url: str, queue_type: str) -> None:
         self.amqp_url = url
         self.queue_type = queue_type
-        env = {
+        self.env = env = {
             "BROKER_URL": url,
             "RABBITMQ_QUEUE_TYPE": queue_type,
             "REDIS_URL": "",
             # The processes outlive each test's database: connections are pinged before use.
             "DATABASE_IDLE_PING_SECONDS": "0",
+            # For Flower, as the README says (on RabbitMQ Flower's own enable_events did not
+            # bring it the task events of a job in this test's 30 s; this does).
+            "CELERY_TASK_EVENTS": "1",
         }
         self.web = Gunicorn("rabbitmq-web", env)
         self.worker = Worker("rabbitmq-worker", env)
@@ -228,3 +234,41 @@ def test_a_paused_fleet_holds_jobs_and_resumes_them_highest_priority_first(rabbi
     if rabbit.queue_type == "classic":
         started = sorted(done, key=lambda p: done[p]["steps"][0]["startedAt"])
         assert started == sorted(priorities, reverse=True)
+
+
+def test_flower_shows_the_worker_and_the_steps_of_a_job_on_rabbitmq(rabbit, user, admin):
+    """Given Flower (``worker.flower``) on the same RabbitMQ, when a code-generation job is
+    approved and completes, then Flower lists the worker with the queues it consumes and
+    each step task of the job, succeeded on that worker."""
+    user, admin = rabbit.as_http(user), rabbit.as_http(admin)
+    flower = Flower()
+    flower.process.env.update(rabbit.env)
+    flower.start()
+    try:
+        worker = rabbit.worker_name()
+        wait_until(
+            lambda: flower.get("/api/workers", status=1).get(worker),
+            60,
+            f"Flower to receive the heartbeats of {worker}",
+        )
+        job = user.enqueue("code-generation", {"files": FILES})
+        user.wait_for(job["id"], "WAITING_APPROVAL")
+        response = admin.approve(user.pending_checkpoint(job["id"])["id"], reason="fine")
+        assert response.status_code == 200, response.text
+        user.wait_for(job["id"], "COMPLETED")
+
+        info = flower.get("/api/workers", refresh=1)[worker]
+        assert routing.STEPS_PREFIX + "code-generation" in {
+            q["name"] for q in info["active_queues"]
+        }
+        for step in ("propose", "write"):
+            name = f"agentq.code-generation.{step}"
+
+            def of_the_job(name=name):
+                tasks = flower.get("/api/tasks", taskname=name, state="SUCCESS")
+                return [t for t in tasks.values() if job["id"] in (t["args"] or "")]
+
+            [task] = wait_until(of_the_job, 30, f"Flower to list {name} of job {job['id']}")
+            assert task["worker"] == worker
+    finally:
+        flower.stop()
