@@ -6,12 +6,15 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from app.extensions import db
+from tests.conftest import wait_until
 from tests.integration.admin_pages import sign_in
 
 pytestmark = [pytest.mark.acceptance]
@@ -272,3 +275,48 @@ def test_tokens_revoke_by_a_unique_prefix_and_not_by_an_ambiguous_one(app, clien
     assert start.stdout.strip() == f"Revoked token {other_id} of {user.name}"
     statuses = [get(client, "/api/agent-jobs", t).status_code for t in (*made, other, user.token)]
     assert statuses == [401, 200, 401, 200]
+
+
+def test_flower_runs_flower_on_agentqs_app_or_says_how_to_install_it(servers, tmp_path):
+    """Given the broker, when `agentq flower --port P`, then the process becomes Flower on
+    agentq's app and answers there; given no flower package, a message naming the extra."""
+    from app.dev.embedded import free_port
+
+    port = free_port()
+    flower = subprocess.Popen(
+        [str(AGENTQ), "flower", "--address=127.0.0.1", f"--port={port}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def answers() -> bool:
+            assert flower.poll() is None, "agentq flower exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(answers, 60, "agentq flower to answer /healthcheck")
+        became = psutil.Process(flower.pid).cmdline()
+        assert became[1:6] == ["-m", "celery", "-A", "worker.flower", "flower"], became
+    finally:
+        flower.terminate()
+        flower.wait(timeout=30)
+
+    without = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['flower'] = None; import app.cli; app.cli.main()",
+            "flower",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert without.returncode == 1
+    assert "Flower is not installed here: pip install 'agentq[flower]'" in without.stderr
