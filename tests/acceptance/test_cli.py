@@ -4,6 +4,7 @@ import functools
 import importlib.metadata
 import os
 import re
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import sqlalchemy as sa
 
 from app.extensions import db
 from tests.conftest import wait_until
@@ -320,3 +322,56 @@ def test_flower_runs_flower_on_agentqs_app_or_says_how_to_install_it(servers, tm
     )
     assert without.returncode == 1
     assert "Flower is not installed here: pip install 'agentq[flower]'" in without.stderr
+
+
+#: Backends waiting for an advisory lock.
+WAITING = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+
+
+def test_serve_migrates_under_a_lock_then_serves(servers, tmp_path):
+    """Given an empty database and another process migrating it (holding the migrations'
+    advisory lock), when `agentq serve` starts, then it waits for that lock; once the lock
+    is free, it migrates and serves on its port, migrations current."""
+    from app.dev.embedded import free_port
+
+    name = f"agentq_serve_{uuid.uuid4().hex[:8]}"
+    with servers.admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(servers.database_url).set(database=name)
+    other = sa.create_engine(url.set(drivername="postgresql+psycopg2"), poolclass=sa.pool.NullPool)
+    port = free_port()
+    serve = None
+    try:
+        with other.connect() as holder:
+            holder.execute(sa.text("SELECT pg_advisory_lock(hashtext('agentq.migrations'))"))
+            serve = subprocess.Popen(
+                [str(AGENTQ), "serve", "--port", str(port), "--workers", "1"],
+                cwd=tmp_path,
+                env={**os.environ, "DATABASE_URL": url.render_as_string(hide_password=False)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            wait_until(
+                lambda: holder.execute(sa.text(WAITING)).scalar() == 1,
+                60,
+                "agentq serve to wait for the migrations' lock",
+            )
+            assert not sa.inspect(holder).get_table_names()
+
+        def ready() -> bool:
+            assert serve.poll() is None, "agentq serve exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ready", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(ready, 60, "agentq serve to migrate and answer /api/ready")
+    finally:
+        if serve is not None:
+            os.killpg(serve.pid, signal.SIGTERM)
+            serve.wait(timeout=30)
+        other.dispose()
+        with servers.admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
