@@ -254,7 +254,8 @@ class Config:
         #: Seconds a running step's claim lasts without renewal; renewed every third of it.
         self.STEP_LEASE_SECONDS = _env_int("STEP_LEASE_SECONDS", 30)
         #: Seconds after which a runnable job that nobody runs is dispatched again when the
-        #: step queues are too long to look for its message (``worker.sweeps.SCAN_LIMIT``).
+        #: step queues are too long to look for its message (``worker.sweeps.SCAN_LIMIT``), or
+        #: on RabbitMQ hold any (``worker.transport.messages``).
         self.STALL_SECONDS = _env_float("STALL_SECONDS", 300.0)
         #: Seconds a pooled database connection may idle before it is pinged at checkout
         #: (0: at every checkout, a round trip each; for networks that drop idle ones sooner).

@@ -18,11 +18,11 @@ between popping a message off its queue and recording it as taken loses it altog
 (kombu pops with ``BRPOP``); ``messages`` lets the sweep see that no message for a job
 is left anywhere.
 
-On RabbitMQ (``BROKER_URL=amqp://``) none of this applies, and these functions say so
-(no message taken, ``messages`` None): the broker hands a message out again as soon as the
-connection of the worker holding it closes, and loses none between delivery and ack;
-but a queue cannot be read there without taking its messages, so the sweep waits
-``STALL_SECONDS`` before it dispatches a job again that no message will bring.
+On RabbitMQ (``BROKER_URL=amqp://``) the broker hands a message out again as soon as the
+connection of the worker holding it closes, and loses none between delivery and ack, so
+``taken_before`` finds none to put back. A RabbitMQ queue cannot be read without taking
+its messages, only counted: ``messages`` finds none when the step queues are empty, and
+cannot tell (None) when messages wait, so the sweep then waits ``STALL_SECONDS``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import redis as redis_py
+from amqp.exceptions import NotFound
 from kombu.transport import redis
 from kombu.utils.json import loads
 
@@ -110,10 +111,12 @@ def taken_before(channel: Channel, seconds: float) -> list[Message]:
 
 def messages(channel: Channel, queues: list[str], limit: int) -> list[Message] | None:
     """Every task message waiting in ``queues`` (all their priority lists) or taken by a
-    worker; None when more than ``limit`` wait (too many to read on every sweep), or on
-    RabbitMQ (which cannot show a queue's messages without taking them)."""
+    worker; None when more than ``limit`` wait (too many to read on every sweep). On
+    RabbitMQ, which cannot show a queue's messages without taking them: none when no message
+    waits in ``queues`` (a worker holds only those it runs, claimed within milliseconds),
+    else None."""
     if not isinstance(channel, Channel):
-        return None
+        return [] if _ready(channel, queues) == 0 else None
     client = channel.client
     keys = [channel._q_for_pri(q, pri) for q in queues for pri in channel.priority_steps]
     with client.pipeline(transaction=False) as pipe:
@@ -129,6 +132,17 @@ def messages(channel: Channel, queues: list[str], limit: int) -> list[Message] |
     found = [_message(channel, loads(raw)) for items in lists for raw in items]
     found += [_message(channel, loads(raw)[0]) for raw in client.hvals(channel.unacked_key)]
     return [message for message in found if message is not None]
+
+
+def _ready(channel, queues: list[str]) -> int:
+    """The messages waiting in RabbitMQ ``queues``, as passive declarations count them."""
+    total = 0
+    for queue in queues:
+        try:
+            total += channel.queue_declare(queue, passive=True).message_count
+        except NotFound:  # never declared: nothing was sent to it (py-amqp reopens the channel)
+            continue
+    return total
 
 
 def put_back(channel: Channel, tags: list[str]) -> None:

@@ -15,6 +15,9 @@ import shutil
 import socket
 import subprocess
 import uuid
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 
 import pytest
 import requests
@@ -111,6 +114,8 @@ class RabbitSystem:
             "REDIS_URL": "",
             # The processes outlive each test's database: connections are pinged before use.
             "DATABASE_IDLE_PING_SECONDS": "0",
+            # Longer than any test here: a stalled job comes back after a lease or not at all.
+            "STALL_SECONDS": "600",
             # For Flower, as the README says (on RabbitMQ Flower's own enable_events did not
             # bring it the task events of a job in this test's 30 s; this does).
             "CELERY_TASK_EVENTS": "1",
@@ -234,6 +239,38 @@ def test_a_paused_fleet_holds_jobs_and_resumes_them_highest_priority_first(rabbi
     if rabbit.queue_type == "classic":
         started = sorted(done, key=lambda p: done[p]["steps"][0]["startedAt"])
         assert started == sorted(priorities, reverse=True)
+
+
+def test_a_job_lost_between_two_steps_is_dispatched_again_after_a_lease(rabbit, app, user):
+    """Given RabbitMQ's step queues empty, when a RUNNING job is found that nobody holds and
+    no message will bring (its worker died between a step's commit and the chain's next
+    publish), then the sweep sends its step again after a lease, not after STALL_SECONDS
+    (600 here), and the job completes."""
+    from app.extensions import db
+    from app.models import Job
+
+    with app.app_context():
+        job = Job(
+            user_id=user.id,
+            job_type="simple-task",
+            task_description="lost between two steps",
+            input_data={"a": 1},
+            priority=5,
+            status="RUNNING",
+            current_step="run",
+            updated_at=datetime.now(UTC) - timedelta(seconds=10),
+        )
+        db.session.add(job)
+        db.session.commit()
+        job_id = str(job.id)
+
+    done = rabbit.as_http(user).wait_for(job_id, "COMPLETED", "FAILED")
+
+    assert done["status"] == "COMPLETED"
+    assert [s["step"] for s in done["steps"]] == ["run"]
+    assert any(
+        log["kind"] == "recovered" and "not dispatched" in log["message"] for log in done["logs"]
+    )
 
 
 def test_flower_shows_the_worker_and_the_steps_of_a_job_on_rabbitmq(rabbit, user, admin):
