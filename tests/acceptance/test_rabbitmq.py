@@ -40,6 +40,8 @@ from tests.conftest import wait_until
 pytestmark = [pytest.mark.acceptance, pytest.mark.slow, pytest.mark.rabbitmq]
 
 FLEET = "/api/admin/agent-worker"
+#: Job submissions a token may make a minute on the RabbitMQ system.
+LIMIT = 15
 FILES = [{"path": "hello.txt", "content": "hello from RabbitMQ\n"}]
 
 
@@ -116,6 +118,8 @@ class RabbitSystem:
             "DATABASE_IDLE_PING_SECONDS": "0",
             # Longer than any test here: a stalled job comes back after a lease or not at all.
             "STALL_SECONDS": "600",
+            # Above the submissions of any one test's token but the rate limit's own.
+            "RATE_LIMIT_JOBS": f"{LIMIT}/minute",
             # For Flower, as the README says (on RabbitMQ Flower's own enable_events did not
             # bring it the task events of a job in this test's 30 s; this does).
             "CELERY_TASK_EVENTS": "1",
@@ -239,6 +243,22 @@ def test_a_paused_fleet_holds_jobs_and_resumes_them_highest_priority_first(rabbi
     if rabbit.queue_type == "classic":
         started = sorted(done, key=lambda p: done[p]["steps"][0]["startedAt"])
         assert started == sorted(priorities, reverse=True)
+
+
+def test_the_rate_limit_holds_with_no_redis(rabbit, user):
+    """Given the web on RabbitMQ with no REDIS_URL (one gunicorn worker), when a token submits
+    one job more than RATE_LIMIT_JOBS allows, then that one is answered 429: the web process
+    counts the limit in its own memory."""
+    user = rabbit.as_http(user)
+    for n in range(LIMIT):
+        user.enqueue("simple-task", {"n": n})
+    response = user.request(
+        "POST",
+        "/api/agent-jobs",
+        json={"jobType": "simple-task", "taskDescription": "one too many", "inputData": {}},
+    )
+    assert response.status_code == 429, response.text
+    assert response.json()["error"]["code"] == "too_many_requests"
 
 
 def test_a_job_lost_between_two_steps_is_dispatched_again_after_a_lease(rabbit, app, user):
