@@ -93,6 +93,12 @@ class UnknownHandlerError(AgentqError):
     code = "unknown_job_type"
 
 
+class UnknownStepError(UnknownHandlerError):
+    """A step its job type does not have (any more: a deploy renamed or removed it)."""
+
+    code = "unknown_step"
+
+
 class InvalidEdit(AgentqError):
     """An approver's edited data does not fit the checkpoint's edit schema; ``details``
     holds the messages by dotted field name (``data.files.0.path``)."""

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from dataclasses import field
 
 import sqlalchemy as sa
 from celery import Celery
@@ -33,6 +34,7 @@ from flask import current_app
 
 from app import broker
 from app import routing
+from app.errors import UnknownHandlerError
 from app.extensions import db
 from app.framework.registry import registry
 from app.models import Outbox
@@ -134,6 +136,10 @@ class Dispatcher:
         for i, intent in enumerate(intents):
             try:
                 _send(celery, intent)
+            except UnknownHandlerError as exc:  # not this release's step: the sweep fails the job
+                log.error("outbox: job %s cannot be dispatched: %s", intent.job_id, exc.message)
+                run("unpublished", ids=[intent.outbox_id], error=exc.message)
+                continue
             except Exception as exc:  # kombu and redis-py raise many kinds; all mean "not sent"
                 self._refused_until = time.monotonic() + BACKOFF_SECONDS
                 log.warning(
@@ -180,16 +186,35 @@ class Dispatcher:
                 run("published", ids=ids)
 
 
-def publish_due(*, older_than: float = 0.0, limit: int = 100) -> int:
-    """Publish outbox rows due ``older_than`` seconds ago (the sweep); returns how many.
+@dataclass(frozen=True)
+class Unrunnable:
+    """An intent no worker of this release can run: its job type or step is not registered
+    (a deploy renamed or removed it). Its job is failed (``state.fail_unrunnable``)."""
 
-    Stops at the first broker error, leaving that row and the rest for a later try.
+    job_id: uuid.UUID
+    step: str
+    reason: str
+
+
+@dataclass
+class Published:
+    """What ``publish_due`` did: how many intents it sent, and which it cannot send ever."""
+
+    sent: int = 0
+    unrunnable: list[Unrunnable] = field(default_factory=list)
+
+
+def publish_due(*, older_than: float = 0.0, limit: int = 100) -> Published:
+    """Publish outbox rows due ``older_than`` seconds ago (the sweep).
+
+    Stops at the first broker error, leaving that row and the rest for a later try; skips
+    the rows of intents this release cannot run, whose jobs the caller fails.
     """
     celery = current_app.extensions["celery"]
     rows = db.session.execute(
         statements["claim_outbox"], {"older_than": older_than, "limit": limit}
     ).all()
-    sent = 0
+    done = Published()
     for row in rows:
         if row.status in RUNNABLE:
             try:
@@ -206,6 +231,9 @@ def publish_due(*, older_than: float = 0.0, limit: int = 100) -> int:
                         row.continuation,
                     ),
                 )
+            except UnknownHandlerError as exc:
+                done.unrunnable.append(Unrunnable(row.job_id, row.step, exc.message))
+                continue
             except Exception as exc:  # kombu and redis-py raise many kinds; all mean "not sent"
                 log.warning("outbox: publishing %s of job %s failed: %s", row.step, row.job_id, exc)
                 db.session.execute(
@@ -214,7 +242,7 @@ def publish_due(*, older_than: float = 0.0, limit: int = 100) -> int:
                     .values(attempts=Outbox.attempts + 1, last_error=str(exc)[:1000])
                 )
                 break
-            sent += 1
+            done.sent += 1
         db.session.execute(sa.delete(Outbox).where(Outbox.id == row.id))
     db.session.commit()
-    return sent
+    return done

@@ -522,7 +522,8 @@ def fail_step(
             )
         )
     else:
-        target, from_ = JobStatus.FAILED, sources(JobStatus.FAILED)
+        # From where a step runs: a PENDING job fails only when its step cannot run at all.
+        target, from_ = JobStatus.FAILED, sources(JobStatus.FAILED) - {JobStatus.PENDING}
         lines.append(LogLine("error", f"Step {claim.step} failed: {error}", claim.step))
     trace = outbox.trace() if retrying else {}
     row = run_one(
@@ -596,6 +597,33 @@ def redispatch_stalled(job_id: uuid.UUID, step: str, *, stall_seconds: float) ->
         return False
     joblog.add(job_id, "recovered", f"Step {step} was not dispatched; queued again", step=step)
     _commit([_outbox(job, step)])
+    return True
+
+
+def fail_unrunnable(job_id: uuid.UUID, step: str, reason: str) -> bool:
+    """Fail a PENDING job whose next step this release cannot run (a deploy renamed or
+    removed the step or its job type), dropping its dispatch intents; True when it was.
+
+    Otherwise the job would wait for ever, its intent retried by every sweep. Retried once
+    a release has the step again, it runs from there.
+    """
+    try:
+        job = _transition(
+            job_id,
+            JobStatus.FAILED,
+            Job.current_step == step,
+            from_={JobStatus.PENDING},
+            finished_at=_now(),
+            error=f"{step}: {reason}",
+        )
+    except InvalidTransition:
+        db.session.rollback()
+        return False
+    db.session.execute(sa.delete(Outbox).where(Outbox.job_id == job_id))
+    joblog.add(job_id, "error", f"Step {step} cannot run in this release: {reason}", step=step)
+    finished = _finished(job)
+    _commit()
+    events.job_finished.send(finished.job_type, job=finished)
     return True
 
 

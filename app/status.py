@@ -101,8 +101,11 @@ class StepOutcome(StrEnum):
 
 #: Which statuses each status may move to.
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
-    # PENDING -> PENDING: a stalled job dispatched again.
-    JobStatus.PENDING: frozenset({JobStatus.PENDING, JobStatus.RUNNING, JobStatus.CANCELLED}),
+    # PENDING -> PENDING: a stalled job dispatched again. PENDING -> FAILED: its next step
+    # is not in the release that runs (a deploy renamed or removed it).
+    JobStatus.PENDING: frozenset(
+        {JobStatus.PENDING, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
     JobStatus.RUNNING: frozenset(
         {
             JobStatus.RUNNING,

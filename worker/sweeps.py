@@ -15,7 +15,9 @@ which every worker consumes even while the fleet is paused. It
   popping a message and recording it as taken): after a lease when Redis holds no
   message for it, after ``STALL_SECONDS`` when too many wait to read them all; not
   while the fleet is paused;
-- expires pending checkpoints past their ``expires_in``.
+- expires pending checkpoints past their ``expires_in``;
+- fails a job whose next step this release cannot run (a deploy renamed or removed its
+  step or job type) instead of leaving it PENDING: retried once the step is back, it runs.
 
 Each action goes through a guarded transition, so two sweeps at once are harmless.
 """
@@ -53,7 +55,8 @@ def sweep() -> dict[str, int]:
         for row in queries.lapsed_leases()
     )
     expired = sum(state.expire_checkpoint(cid) for cid in queries.expired_checkpoints())
-    published = outbox.publish_due(older_than=current_app.config["OUTBOX_GRACE_SECONDS"])
+    due = outbox.publish_due(older_than=current_app.config["OUTBOX_GRACE_SECONDS"])
+    unrunnable = sum(state.fail_unrunnable(u.job_id, u.step, u.reason) for u in due.unrunnable)
     lease = current_app.config["STEP_LEASE_SECONDS"]
     returned = put_back_unheld(lease)
     stalled = 0
@@ -63,7 +66,8 @@ def sweep() -> dict[str, int]:
         "released": released,
         "stalled": stalled,
         "expired": expired,
-        "published": published,
+        "published": due.sent,
+        "unrunnable": unrunnable,
         "returned": returned,
     }
     done = [DONE[what].format(n) for what, n in counts.items() if n]
@@ -80,6 +84,7 @@ DONE = {
     "stalled": "dispatched again {} stalled job(s) that no message would bring",
     "expired": "expired {} checkpoint(s)",
     "published": "published {} dispatch(es) left in the outbox",
+    "unrunnable": "failed {} job(s) whose next step this release does not have",
     "returned": "put back {} step message(s) whose worker was lost",
 }
 

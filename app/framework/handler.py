@@ -9,6 +9,7 @@ from typing import Any
 
 from marshmallow import Schema
 
+from app.errors import UnknownStepError
 from app.framework.context import StepContext
 from app.framework.views import Json
 from app.framework.views import View
@@ -107,6 +108,10 @@ class Handler:
     def chain_from(self, name: str) -> list[Step]:
         """The steps that run as one chain from ``name``: up to the next declared approval."""
         names = [s.name for s in self.steps]
+        if name not in names:
+            raise UnknownStepError(
+                f"Job type {self.name!r} has no step {name!r}; its steps: {', '.join(names)}"
+            )
         run: list[Step] = []
         for s in self.steps[names.index(name) :]:
             run.append(s)

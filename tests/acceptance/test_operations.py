@@ -254,3 +254,38 @@ def test_a_job_parked_across_a_deploy_continues_with_the_new_code(servers, tmp_p
         "release2",
         "release2",
     ]
+
+
+def test_a_job_whose_next_step_a_deploy_removed_fails_and_holds_up_no_other(servers, tmp_path):
+    """Given a job parked under release 1, when release 3 (which renamed the step after the
+    checkpoint) is deployed and the job approved, then the job FAILS saying which step this
+    release does not have, instead of waiting for ever, and a job submitted right after
+    completes: the intent that cannot be sent holds up no other.
+    """
+    with (
+        new_database(servers, template=servers.template) as database_url,
+        EmbeddedRedis(tmp_path / "redis") as redis,
+    ):
+        env = own_servers(database_url, redis.url, tmp_path / "home")
+        token = operator_token(env)
+
+        release1 = System("release1", {**env, "AGENTQ_HANDLER_MODULES": "tests.handlers_v1"})
+        with release1.running():
+            http = Http(release1.web.url, token)
+            job = http.enqueue("test-release", {"change": "rename the flag"})
+            parked = release1.wait_for(http, job["id"], "WAITING_APPROVAL", "FAILED")
+            assert parked["status"] == "WAITING_APPROVAL", parked
+
+        release3 = System(
+            "release3", {**env, "AGENTQ_HANDLER_MODULES": "tests.handlers_v3"}, beat=True
+        )
+        with release3.running():
+            http = Http(release3.web.url, token)
+            approve(http, job["id"], "approved after the deploy")
+            other = http.enqueue("simple-task", {})
+            failed = release3.wait_for(http, job["id"], "FAILED", "COMPLETED")
+            assert release3.wait_for(http, other["id"], "COMPLETED")["status"] == "COMPLETED"
+
+    assert failed["status"] == "FAILED", failed
+    assert failed["error"].startswith("apply: Job type 'test-release' has no step 'apply'")
+    assert "Step apply cannot run in this release" in failed["logs"][-1]["message"]
