@@ -105,7 +105,7 @@ def redispatch_stalled(lease_seconds: float, stall_seconds: float) -> int:
     if not stalled:
         return 0
     wait = lease_seconds
-    with current_app.extensions["celery"].pool.acquire(block=True) as conn:
+    with current_app.extensions["celery"].connection_for_read() as conn:
         queues = routing.step_queues(current_app.config)
         found = transport.messages(conn.default_channel, queues, SCAN_LIMIT)
     if found is None:
@@ -134,7 +134,9 @@ def put_back_unheld(lease_seconds: float) -> int:
     """
     steps = _step_names()
     too_old = datetime.now(UTC) - timedelta(seconds=lease_seconds)
-    with current_app.extensions["celery"].pool.acquire(block=True) as conn:
+    # A connection of its own, not the producer pool's: a pooled one may still have a BRPOP
+    # of a remote-control reply in flight (the fleet's status), which these reads would get.
+    with current_app.extensions["celery"].connection_for_read() as conn:
         channel = conn.default_channel
         pairs = {
             taken.tag: (uuid.UUID(taken.args[0]), steps[taken.task])

@@ -160,9 +160,9 @@ def test_web_lines_are_json_with_the_request_id(app, user):
 
 def test_beat_logs_json_lines(servers):
     """Given beat as the Procfile runs it (``agentq beat``, which leaves out the banner
-    Celery prints before logging is set up), when it sends the sweep, then every line it
-    wrote is JSON."""
-    schedule = ("--schedule", str(TMP / "logs-beat-schedule"))
+    Celery prints before logging is set up), when it sends the sweep (logged at DEBUG: at
+    INFO beat is quiet between sweeps), then every line it wrote is JSON."""
+    schedule = ("--schedule", str(TMP / "logs-beat-schedule"), "--loglevel", "DEBUG")
     beat = celery_process("beat", *schedule, name="logs-beat", env={"LOG_FORMAT": "json"})
     beat.start()
     try:
