@@ -1,6 +1,6 @@
 """The ``agentq`` command: one click group over the Flask app's commands.
 
-``agentq db ...`` is Flask-Migrate's; ``users``, ``tokens``, ``check-db``,
+``agentq db ...`` is Flask-Migrate's; ``users``, ``tokens``, ``groups``, ``check-db``,
 ``verify``, ``demo``, ``serve``, ``worker``, ``beat``, ``flower`` and ``dev`` are
 agentq's own. Each prints what it did; a check that fails exits non-zero.
 """
@@ -35,9 +35,16 @@ from app.auth import users_and_tokens
 from app.config import dev_state
 from app.dev import demo as walkthrough
 from app.errors import ConfigError
+from app.errors import ConflictError
+from app.errors import InvalidName
 from app.errors import NotFoundError
 from app.extensions import db
 from app.framework.registry import registry
+from app.groups import add_members
+from app.groups import create_group
+from app.groups import delete_group
+from app.groups import list_groups
+from app.groups import remove_members
 from app.health import readiness
 
 OK, FAIL = "\u2713", "\u2717"
@@ -202,6 +209,70 @@ def tokens_revoke(token_id: str) -> None:
         )
     row = revoke_token(matches[0].id)
     click.echo(f"Revoked token {row.id} of {row.user.name}")
+
+
+@main.group()
+def groups() -> None:
+    """Manage groups of users, which review policies name as approvers (group:NAME)."""
+
+
+@groups.command("create")
+@click.argument("name")
+@with_appcontext
+def groups_create(name: str) -> None:
+    """Create group NAME (1-100 letters, digits, '.', '_' or '-'), with no members."""
+    try:
+        create_group(name)
+    except (InvalidName, ConflictError) as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"Created group {name}; a review policy's approvers name it group:{name}")
+
+
+@groups.command("delete")
+@click.argument("name")
+@with_appcontext
+def groups_delete(name: str) -> None:
+    """Delete group NAME; policies that name it then let none of its former members decide."""
+    try:
+        members = delete_group(name)
+    except NotFoundError as exc:
+        raise click.ClickException(f"{exc.message}; `agentq groups list` shows them") from None
+    click.echo(f"Deleted group {name} ({members} member{'' if members == 1 else 's'})")
+
+
+@groups.command("add")
+@click.argument("name")
+@click.argument("users", nargs=-1, required=True)
+@with_appcontext
+def groups_add(name: str, users: tuple[str, ...]) -> None:
+    """Make USERS members of group NAME (one already a member stays one)."""
+    try:
+        click.echo(add_members(name, users).message)
+    except NotFoundError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@groups.command("remove")
+@click.argument("name")
+@click.argument("users", nargs=-1, required=True)
+@with_appcontext
+def groups_remove(name: str, users: tuple[str, ...]) -> None:
+    """Take USERS out of group NAME."""
+    try:
+        click.echo(remove_members(name, users).message)
+    except NotFoundError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@groups.command("list")
+@with_appcontext
+def groups_list() -> None:
+    """List the groups by name, each with its members (``-``: none)."""
+    rows = [
+        (group.name, ", ".join(user.name for user in group.members) or "-")
+        for group in list_groups()
+    ]
+    _table(("GROUP", "MEMBERS"), rows)
 
 
 def _when(moment: datetime | None) -> str:

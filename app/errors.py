@@ -8,9 +8,11 @@
     ├── NotFoundError            404: no such job or checkpoint, or not yours
     ├── InvalidTransition        409: the job or checkpoint is not in a state that allows it
     │   └── AlreadyDecided       409: the checkpoint was decided first by someone else
-    ├── ConflictError            409: an Idempotency-Key reused for another request
+    ├── ConflictError            409: an Idempotency-Key reused for another request, or a
+    │                            group name taken
     ├── UnknownHandlerError      422: the job type has no registered handler
     ├── InvalidEdit              422: an approver's edited data does not fit the checkpoint
+    ├── InvalidName              422: a name (of a group) that breaks its rule
     ├── ConfigError              a setting is missing or wrong
     └── PermanentError           raised by a step: fails the job at once, no retry
                                  (``app.framework``; any other exception is retried)
@@ -28,6 +30,7 @@ __all__ = [
     "ConflictError",
     "ForbiddenError",
     "InvalidEdit",
+    "InvalidName",
     "InvalidTransition",
     "NotFoundError",
     "UnknownHandlerError",
@@ -111,6 +114,14 @@ class InvalidEdit(AgentqError):
         #: What is wrong, field by field: ``data.files.0.path: ...; data.foo: ...``.
         self.problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in fields.items())
         super().__init__(f"Invalid request: {self.problems}", details=fields)
+
+
+class InvalidName(AgentqError):
+    """A name that breaks its rule (a group's: 1-100 of ``A-Z a-z 0-9 . _ -``); the message
+    says the rule."""
+
+    status = 422
+    code = "validation_error"
 
 
 def field_messages(messages: Any, prefix: str = "") -> dict[str, list[str]]:
