@@ -1,4 +1,4 @@
-"""The admin pages: server-rendered review of checkpoints, jobs and the worker fleet.
+"""The admin pages: server-rendered review of checkpoints, jobs, the worker fleet and groups.
 
 Sessions come from Flask-Login, CSRF protection from Flask-WTF on every form (the
 bearer-token API is exempt: it carries no cookies). Every page is sent with strict
@@ -21,6 +21,7 @@ from app.admin import auth
 from app.admin import checkpoints
 from app.admin import filters
 from app.admin import fleet
+from app.admin import groups
 from app.admin import jobs
 from app.extensions import db
 from app.models import User
@@ -76,7 +77,7 @@ def init_app(app: Flask) -> None:
     # browser never sends on its own, so a forged cross-site request cannot use them.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
-    for module in (auth, checkpoints, jobs, fleet):
+    for module in (auth, checkpoints, jobs, fleet, groups):
         app.register_blueprint(module.bp)
     # The pages compare statuses and outcomes with the vocabulary, never spelled out.
     app.jinja_env.globals.update(
