@@ -15,6 +15,7 @@ import secrets
 from pathlib import Path
 
 from app.errors import ConfigError
+from app.policy import Policy
 from app.routing import CONTINUATIONS_QUEUE
 from app.routing import SWEEPS_QUEUE
 from app.routing import parse_routes
@@ -91,6 +92,28 @@ def _env_rate_limit(name: str, default: str) -> str:
     set empty or ``0``: no limit (``""``)."""
     value = os.environ.get(name, default).strip()
     return "" if value in ("", "0") else value
+
+
+def review_defaults() -> Policy:
+    """The system's layer of every checkpoint's review policy (``app.policy``), from
+    ``REVIEW_ALLOW_SELF_APPROVAL``, ``REVIEW_MIN_APPROVALS``, ``REVIEW_EXPIRES_IN`` (seconds)
+    and ``REVIEW_ON_TIMEOUT`` (approve, reject or fail); an unset one leaves the built-in
+    default.
+
+    :raises ConfigError: for a value out of its range.
+    """
+    said = {
+        "allowSelfApproval": os.environ.get("REVIEW_ALLOW_SELF_APPROVAL")
+        and _env_bool("REVIEW_ALLOW_SELF_APPROVAL"),
+        "minApprovals": os.environ.get("REVIEW_MIN_APPROVALS")
+        and _env_int("REVIEW_MIN_APPROVALS", 1),
+        "expiresIn": os.environ.get("REVIEW_EXPIRES_IN") and _env_float("REVIEW_EXPIRES_IN", 0),
+        "onTimeout": os.environ.get("REVIEW_ON_TIMEOUT") or None,
+    }
+    try:
+        return Policy.from_json({k: v for k, v in said.items() if v not in (None, "")})
+    except ValueError as exc:
+        raise ConfigError(f"REVIEW_* settings: {exc}") from None
 
 
 def celery_settings(
@@ -278,6 +301,8 @@ class Config:
         self.RATE_LIMIT_DECISIONS = _env_rate_limit("RATE_LIMIT_DECISIONS", "600/minute")
         #: Admin sign-in attempts per user name, and per client address.
         self.LOGIN_RATE_LIMIT = _env_rate_limit("LOGIN_RATE_LIMIT", "10/minute")
+        #: The system's defaults of every checkpoint's review policy (``REVIEW_*``).
+        self.REVIEW_DEFAULTS = review_defaults()
         #: Reverse proxies in front of the web process whose X-Forwarded-* headers to trust.
         self.PROXY_FIX_HOPS = _env_int("PROXY_FIX_HOPS", 0)
         #: Port on which each Celery worker serves its processes' metrics (0: none).

@@ -7,7 +7,10 @@
     ├── ForbiddenError           403: an admin endpoint called by a user
     ├── NotFoundError            404: no such job or checkpoint, or not yours
     ├── InvalidTransition        409: the job or checkpoint is not in a state that allows it
-    │   └── AlreadyDecided       409: the checkpoint was decided first by someone else
+    │   ├── AlreadyDecided       409: the checkpoint was decided first by someone else
+    │   ├── StaleVersion         409: a decision on a version that is not the current one
+    │   ├── AlreadyVoted         409: a second vote of the same reviewer
+    │   └── RevisionsExhausted   409: changes requested past the policy's maxRevisions
     ├── ConflictError            409: an Idempotency-Key reused for another request, or a
     │                            group name taken
     ├── UnknownHandlerError      422: the job type has no registered handler
@@ -25,6 +28,7 @@ from typing import Any
 __all__ = [
     "AgentqError",
     "AlreadyDecided",
+    "AlreadyVoted",
     "AuthError",
     "ConfigError",
     "ConflictError",
@@ -33,6 +37,8 @@ __all__ = [
     "InvalidName",
     "InvalidTransition",
     "NotFoundError",
+    "RevisionsExhausted",
+    "StaleVersion",
     "UnknownHandlerError",
     "field_messages",
 ]
@@ -84,6 +90,28 @@ class AlreadyDecided(InvalidTransition):
     def __init__(self, checkpoint: Any) -> None:
         super().__init__(f"Checkpoint {checkpoint.id} is already {checkpoint.status}")
         self.checkpoint = checkpoint
+
+
+class StaleVersion(InvalidTransition):
+    """A decision on a version of the checkpoint that is not the current one: ``checkpoint``
+    is the current version (which the reviewer has not seen)."""
+
+    code = "stale_version"
+
+    def __init__(self, decided_version: int, checkpoint: Any) -> None:
+        super().__init__(
+            f"Version {decided_version} of this checkpoint is not the current one:"
+            f" version {checkpoint.version} ({checkpoint.id}) is {checkpoint.status}"
+        )
+        self.checkpoint = checkpoint
+
+
+class AlreadyVoted(InvalidTransition):
+    code = "already_voted"
+
+
+class RevisionsExhausted(InvalidTransition):
+    code = "revisions_exhausted"
 
 
 class ConflictError(AgentqError):

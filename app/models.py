@@ -15,10 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask_login import UserMixin
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import INET
 from sqlalchemy.dialects.postgresql import JSONB
 
 from app.extensions import db
+from app.policy import Policy
+from app.policy import review_policy
+from app.status import CheckpointEventKind
 from app.status import CheckpointStatus
 from app.status import CheckpointType
 from app.status import JobStatus
@@ -81,6 +85,33 @@ class ApiToken(db.Model):
     user: so.Mapped[User] = so.relationship(lazy="joined")
 
 
+class Group(db.Model):
+    """A named set of users that a review policy may name as approvers (``group:<name>``)."""
+
+    __tablename__ = "groups"
+
+    id: so.Mapped[uuid.UUID] = _id()
+    name: so.Mapped[str] = so.mapped_column(sa.String(100), unique=True)
+    created_at: so.Mapped[datetime] = _ts()
+
+    members: so.Mapped[list[User]] = so.relationship(
+        secondary="group_members", lazy="selectin", order_by="User.name"
+    )
+
+
+class GroupMember(db.Model):
+    __tablename__ = "group_members"
+    __table_args__ = (sa.Index("ix_group_members_user", "user_id"),)
+
+    group_id: so.Mapped[uuid.UUID] = so.mapped_column(
+        sa.ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: so.Mapped[uuid.UUID] = so.mapped_column(
+        sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    added_at: so.Mapped[datetime] = _ts()
+
+
 class Job(db.Model):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -116,6 +147,8 @@ class Job(db.Model):
     result: so.Mapped[dict | None] = so.mapped_column(JSONB)
     error: so.Mapped[str | None] = so.mapped_column(sa.Text)
     idempotency_key: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    #: The submission's ``review``: what it tightens in every checkpoint's policy.
+    review: so.Mapped[dict | None] = so.mapped_column(JSONB)
     created_at: so.Mapped[datetime] = _ts()
     updated_at: so.Mapped[datetime] = _ts()
     started_at: so.Mapped[datetime | None] = _ts(nullable=True)
@@ -203,27 +236,64 @@ class Checkpoint(db.Model):
     handler: so.Mapped[str] = so.mapped_column(sa.String(100))
     step: so.Mapped[str] = so.mapped_column(sa.String(100))
     resume_step: so.Mapped[str | None] = so.mapped_column(sa.String(100))
+    #: 1 for the step's first proposal; each request for changes makes the next version.
+    version: so.Mapped[int] = so.mapped_column(server_default=sa.text("1"))
+    #: The review policy in force (``app.policy``, as the API shows it); NULL: the default.
+    policy: so.Mapped[dict | None] = so.mapped_column(JSONB)
+    #: Who may decide: user names and ``group:<name>``s; NULL: any admin. Escalation adds.
+    approvers: so.Mapped[list[str] | None] = so.mapped_column(ARRAY(sa.Text))
+    #: Votes so far, and who cast them (one vote per user, checked in the vote's UPDATE).
+    approvals: so.Mapped[int] = so.mapped_column(server_default=sa.text("0"))
+    rejections: so.Mapped[int] = so.mapped_column(server_default=sa.text("0"))
+    voters: so.Mapped[list[uuid.UUID]] = so.mapped_column(
+        ARRAY(UUID), server_default=sa.text("'{}'::uuid[]")
+    )
     created_at: so.Mapped[datetime] = _ts()
     expires_at: so.Mapped[datetime | None] = _ts(nullable=True)
     decided_at: so.Mapped[datetime | None] = _ts(nullable=True)
 
-    decision: so.Mapped[Decision | None] = so.relationship(lazy="joined", uselist=False)
+    #: Every vote, oldest first; the last settled it once the checkpoint is not PENDING.
+    votes: so.Mapped[list[Decision]] = so.relationship(
+        lazy="selectin", order_by="Decision.created_at"
+    )
     job: so.Mapped[Job] = so.relationship(lazy="select")
+
+    @property
+    def review_policy(self) -> Policy | None:
+        """The review policy in force, every field said (None for an INFO checkpoint)."""
+        return review_policy(self)
+
+    @property
+    def decision(self) -> Decision | None:
+        """The vote that settled it (None while it is pending, or when nobody voted: it
+        was cancelled)."""
+        if self.status in (CheckpointStatus.PENDING, CheckpointStatus.CANCELLED):
+            return None
+        return self.votes[-1] if self.votes else None
 
 
 class Decision(db.Model):
+    """One vote on a checkpoint: a reviewer's, or ``system:timeout``'s at the deadline."""
+
     __tablename__ = "decisions"
-    __table_args__ = (sa.CheckConstraint(_in("outcome", Outcome), name="outcome_known"),)
+    __table_args__ = (
+        sa.CheckConstraint(_in("outcome", Outcome), name="outcome_known"),
+        sa.Index("ix_decisions_checkpoint", "checkpoint_id", "created_at"),
+        sa.Index("uq_decisions_one_vote_per_user", "checkpoint_id", "user_id", unique=True),
+    )
 
     id: so.Mapped[uuid.UUID] = _id()
-    #: Unique: a checkpoint is decided exactly once.
     checkpoint_id: so.Mapped[uuid.UUID] = so.mapped_column(
-        sa.ForeignKey("checkpoints.id", ondelete="CASCADE"), unique=True
+        sa.ForeignKey("checkpoints.id", ondelete="CASCADE")
     )
     user_id: so.Mapped[uuid.UUID | None] = so.mapped_column(
         sa.ForeignKey("users.id", ondelete="SET NULL")
     )
+    #: A system actor (``system:timeout``); NULL for a user's vote.
+    actor: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     outcome: so.Mapped[str] = so.mapped_column(sa.String(20))
+    #: The named option chosen with an approval (the policy's ``options``).
+    option: so.Mapped[str | None] = so.mapped_column(sa.String(100))
     reason: so.Mapped[str | None] = so.mapped_column(sa.Text)
     #: The data as the approver edited it, NULL when approved as proposed.
     data: so.Mapped[Any | None] = so.mapped_column(JSONB)
@@ -235,8 +305,34 @@ class Decision(db.Model):
 
     @property
     def decided_by(self) -> str | None:
-        """The name of the user who decided (None once that user is deleted)."""
-        return self.user.name if self.user else None
+        """The name of the user who decided, or the system actor (None once that user is
+        deleted)."""
+        return self.user.name if self.user else self.actor
+
+
+class CheckpointEvent(db.Model):
+    """A reminder or an escalation a pending checkpoint's policy scheduled: fired once, by
+    whichever sweep claims it first."""
+
+    __tablename__ = "checkpoint_events"
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", CheckpointEventKind), name="kind_known"),
+        sa.Index(
+            "ix_checkpoint_events_due", "due_at", postgresql_where=sa.text("fired_at IS NULL")
+        ),
+        sa.Index("ix_checkpoint_events_checkpoint", "checkpoint_id"),
+    )
+
+    id: so.Mapped[uuid.UUID] = _id()
+    checkpoint_id: so.Mapped[uuid.UUID] = so.mapped_column(
+        sa.ForeignKey("checkpoints.id", ondelete="CASCADE")
+    )
+    kind: so.Mapped[str] = so.mapped_column(sa.String(20))
+    due_at: so.Mapped[datetime] = so.mapped_column(sa.DateTime(timezone=True))
+    fired_at: so.Mapped[datetime | None] = _ts(nullable=True)
+    #: What it carries: ``{"before": seconds}`` for a reminder, ``{"escalateTo": [...]}``.
+    data: so.Mapped[Any | None] = so.mapped_column(JSONB)
+    created_at: so.Mapped[datetime] = _ts()
 
 
 class JobLog(db.Model):

@@ -67,15 +67,50 @@ class CheckpointStatus(StrEnum):
     PENDING = "PENDING"
     APPROVED = "APPROVED"
     REJECTED = "REJECTED"
+    #: Its deadline passed and its policy's ``onTimeout`` is ``fail``.
     EXPIRED = "EXPIRED"
     CANCELLED = "CANCELLED"
+    #: A reviewer sent it back with feedback: its step runs again and opens the next version.
+    CHANGES_REQUESTED = "CHANGES_REQUESTED"
 
 
 class Outcome(StrEnum):
-    """What a decision on a checkpoint says."""
+    """What a decision (a reviewer's vote, or the deadline's) on a checkpoint says; a
+    checkpoint the decision settles takes the status of the same name."""
 
     APPROVED = "APPROVED"
     REJECTED = "REJECTED"
+    #: Send the work back to the step that proposed it, with feedback.
+    CHANGES_REQUESTED = "CHANGES_REQUESTED"
+    #: The deadline passed and the policy says ``fail``: only ``system:timeout`` decides it.
+    EXPIRED = "EXPIRED"
+
+
+class OnTimeout(StrEnum):
+    """What a checkpoint's deadline does when it passes with no decision (``onTimeout``),
+    loosest first: a submission may move it only further down this list."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    FAIL = "fail"
+
+    @property
+    def outcome(self) -> Outcome:
+        """The decision ``system:timeout`` records."""
+        return {
+            OnTimeout.APPROVE: Outcome.APPROVED,
+            OnTimeout.REJECT: Outcome.REJECTED,
+            OnTimeout.FAIL: Outcome.EXPIRED,
+        }[self]
+
+
+class CheckpointEventKind(StrEnum):
+    """What a pending checkpoint's policy schedules before its deadline."""
+
+    #: Remind its approvers that the deadline is near (``remindAt``).
+    REMINDER = "reminder"
+    #: Add ``escalateTo`` to its approvers (``escalateAfter``).
+    ESCALATION = "escalation"
 
 
 class StepOutcome(StrEnum):

@@ -10,14 +10,16 @@
     def propose(ctx: StepContext) -> dict: ...
 
 ``Handler`` and ``Step`` (``handler``), what a step receives (``context``), how reviewers
-see a checkpoint's data (``views``), the registry the runtime builds chains from
-(``registry``), the job's workspace (``workspace``) and ``PermanentError`` (``errors``).
+see a checkpoint's data (``views``), who may decide it and how (``Policy``, ``Option``),
+the registry the runtime builds chains from (``registry``), the job's workspace
+(``workspace``) and ``PermanentError`` (``errors``).
 The job types themselves live in the ``handlers`` package.
 """
 
 from app.framework.context import APPROVAL_REQUIRED
 from app.framework.context import INFO
 from app.framework.context import Approval
+from app.framework.context import Feedback
 from app.framework.context import StepContext
 from app.framework.errors import PermanentError
 from app.framework.handler import Handler
@@ -29,16 +31,21 @@ from app.framework.views import Json
 from app.framework.views import RecordsTable
 from app.framework.views import View
 from app.framework.workspace import Workspace
+from app.policy import Option
+from app.policy import Policy
 
 __all__ = [
     "APPROVAL_REQUIRED",
     "INFO",
     "Approval",
     "BeforeAfter",
+    "Feedback",
     "FileDiff",
     "Handler",
     "Json",
+    "Option",
     "PermanentError",
+    "Policy",
     "RecordsTable",
     "Step",
     "StepContext",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from app.policy import Policy
 from app.status import CheckpointType
 
 #: A checkpoint recorded with the step's result; it never blocks.
@@ -31,15 +32,33 @@ class Approval:
     proposed: Any
     #: The decided checkpoint's id.
     checkpoint_id: str | None = None
+    #: The named option the approver chose (the policy's ``options``), if any.
+    option: str | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What a reviewer asked for when they sent this step's last proposal back: the step
+    runs again, and the checkpoint it opens is the next version."""
+
+    #: The reviewer's words.
+    text: str
+    #: Data the reviewer sent with the request (an edit of the proposal), or None.
+    data: Any
+    #: Who asked.
+    by: str | None
+    #: The version of the checkpoint the feedback is on; this run opens ``version + 1``.
+    version: int
+    checkpoint_id: str | None = None
 
 
 @dataclass
 class StepContext:
     """What a step receives: the job's input, earlier outputs, the last approval on its
-    job's way to it, and tools.
+    job's way to it, the feedback of a request for changes to its last proposal, and tools.
 
     ``log(kind, message, data=None)`` writes a job log line at once (progress shows
-    while the step runs); ``checkpoint(type, title, data=None, expires_in=None)``
+    while the step runs); ``checkpoint(type, title, data=None, policy=None)``
     opens a checkpoint that is recorded with the step's result; ``approved(key,
     default)`` is what the approver sent for ``key``.
     """
@@ -56,6 +75,8 @@ class StepContext:
     workspace: Any
     log: Callable[..., None]
     checkpoints: list[dict] = field(default_factory=list)
+    #: Set when a reviewer requested changes to this step's last proposal.
+    feedback: Feedback | None = None
 
     def approved(self, key: str, default: Any = None) -> Any:
         """The approver's edit of ``key``: ``decision.data[key]`` when the last approval
@@ -69,9 +90,18 @@ class StepContext:
         return default
 
     def checkpoint(
-        self, type: str, title: str, data: Any = None, expires_in: float | None = None
+        self,
+        type: str,
+        title: str,
+        data: Any = None,
+        expires_in: float | None = None,
+        policy: Policy | None = None,
     ) -> None:
         """Open a checkpoint; an APPROVAL_REQUIRED one ends the chain after this step.
+
+        ``policy`` says what it sets of the checkpoint's review policy over the step's
+        (``expires_in`` is ``policy=Policy(expires_in=...)``); the job's ``review`` still
+        tightens it.
 
         :raises ValueError: for another type, or a second APPROVAL_REQUIRED one.
         """
@@ -79,13 +109,15 @@ class StepContext:
             raise ValueError(f"checkpoint type must be {INFO} or {APPROVAL_REQUIRED}, not {type!r}")
         if type == APPROVAL_REQUIRED and self.blocks:
             raise ValueError("a step can open at most one APPROVAL_REQUIRED checkpoint")
+        if expires_in is not None:
+            policy = Policy(expires_in=expires_in).merged(policy)
         self.checkpoints.append(
             {
                 "id": str(uuid.uuid4()),
                 "type": type,
                 "title": title,
                 "data": data,
-                "expires_in": expires_in,
+                "policy": policy,
             }
         )
 

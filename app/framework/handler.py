@@ -13,8 +13,17 @@ from app.errors import UnknownStepError
 from app.framework.context import StepContext
 from app.framework.views import Json
 from app.framework.views import View
+from app.policy import Policy
 
-_STEP_OPTIONS = {"approval", "edits", "view", "max_attempts", "retry_backoff", "retry_backoff_max"}
+_STEP_OPTIONS = {
+    "approval",
+    "edits",
+    "view",
+    "policy",
+    "max_attempts",
+    "retry_backoff",
+    "retry_backoff_max",
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,8 @@ class Step:
     edits: type[Schema] | None = None
     #: How reviewers see the data of the checkpoints this step opens; None: the handler's.
     view: View | None = None
+    #: The review policy of the checkpoints this step opens, over the system's defaults.
+    policy: Policy | None = None
     #: Attempts before the job fails (exceptions other than PermanentError are retried).
     max_attempts: int = 3
     #: Seconds before the second attempt; doubled for each further one.
@@ -72,7 +83,7 @@ class Handler:
         self.steps: list[Step] = []
 
     def step(self, name: str, **options: Any) -> Callable[[Callable], Callable]:
-        """Declare the next step; options: approval, edits, view, max_attempts,
+        """Declare the next step; options: approval, edits, view, policy, max_attempts,
         retry_backoff(_max).
 
         :raises ValueError: for an unknown option or a step name used twice.
@@ -118,6 +129,26 @@ class Handler:
             if s.approval:
                 break
         return run
+
+    def loosened_by(self, review: Policy, defaults: Policy) -> dict[str, str]:
+        """What a submission's ``review`` would loosen in the policy of any step that
+        declares an approval (or a policy), by camelCase field; empty when it only tightens."""
+        found: dict[str, str] = {}
+        for step in self.steps:
+            if step.approval or step.policy is not None:
+                found.update(defaults.resolved().merged(step.policy).loosened(review))
+        return found
+
+    def check_options(self, policy: Policy | None) -> None:
+        """:raises ValueError: when one of ``policy``'s options resumes at a step the
+        handler does not have."""
+        names = {s.name for s in self.steps}
+        for option in (policy.options if policy else None) or ():
+            if option.step is not None and option.step not in names:
+                raise ValueError(
+                    f"{self.name}: option {option.name!r} resumes at {option.step!r}, which is"
+                    f" not a step; its steps: {', '.join(s.name for s in self.steps)}"
+                )
 
     def view_of(self, name: str) -> View:
         """How the checkpoints of step ``name`` are shown: its view, else the handler's.

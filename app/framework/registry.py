@@ -79,7 +79,8 @@ def load_handlers(extra_modules: list[str] = ()) -> Registry:
     Each handler module registers itself on import, so adding a job type is one
     module in ``handlers/`` (or one listed in ``AGENTQ_HANDLER_MODULES``).
 
-    :raises ValueError: when a handler has no steps.
+    :raises ValueError: when a handler has no steps, or an option of a step's policy
+        resumes at a step it does not have.
     """
     # By name, not by an import: the job types build on this module, not it on them.
     package = importlib.import_module(HANDLERS_PACKAGE)
@@ -90,4 +91,7 @@ def load_handlers(extra_modules: list[str] = ()) -> Registry:
     empty = [h.name for h in registry if not h.steps]
     if empty:
         raise ValueError(f"handlers without steps: {', '.join(empty)}")
+    for handler in registry:
+        for step in handler.steps:
+            handler.check_options(step.policy)
     return registry
