@@ -23,12 +23,32 @@ _signals = Namespace()
 job_created = _signals.signal("job-created")
 #: A job reached a final status; sender: its job type; ``job``: a ``FinishedJob``.
 job_finished = _signals.signal("job-finished")
-#: A checkpoint was approved, rejected or expired; sender: its job type;
-#: ``checkpoint``: a ``DecidedCheckpoint`` of ``app.state`` or a ``Checkpoint`` row.
+#: A vote on a checkpoint was recorded (it may or may not have settled it); sender: its
+#: job type; ``checkpoint``: a ``DecidedCheckpoint`` of ``app.state``; ``outcome``: the
+#: vote's ``app.status.Outcome``.
+checkpoint_voted = _signals.signal("checkpoint-voted")
+#: A checkpoint was settled: approved, rejected, sent back for changes or expired; sender:
+#: its job type; ``checkpoint``: a ``DecidedCheckpoint`` of ``app.state``.
 checkpoint_decided = _signals.signal("checkpoint-decided")
+#: A checkpoint's deadline passed and its policy decided it; sender: its job type;
+#: ``on_timeout``: the ``app.status.OnTimeout`` applied.
+checkpoint_timed_out = _signals.signal("checkpoint-timed-out")
+#: A reminder or an escalation of a pending checkpoint fired; sender: its job type;
+#: ``event``: a ``FiredEvent``.
+checkpoint_event = _signals.signal("checkpoint-event")
 #: A step attempt ended; sender: its job type; ``claim``: the ``app.state.Claim``,
 #: ``outcome``: an ``app.status.StepOutcome``, ``seconds``: how long the step ran.
 step_ended = _signals.signal("step-ended")
+
+
+@dataclass(frozen=True)
+class FiredEvent:
+    """A reminder or escalation that fired, as ``checkpoint_event`` carries it."""
+
+    kind: str
+    checkpoint_id: object
+    job_id: object
+    data: dict | None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -14,6 +15,7 @@ from app.models import Checkpoint
 from app.models import Job
 from app.models import JobLog
 from app.models import JobStep
+from app.policy import review_policy
 from app.sql import run
 from app.sql import statements
 from app.status import CheckpointStatus
@@ -58,10 +60,17 @@ _FIRST = (datetime.min.replace(tzinfo=UTC), uuid.UUID(int=0))
 
 
 def pending_checkpoints_page(
-    *, job_type: str | None, after: tuple[datetime, uuid.UUID] | None, limit: int
+    *,
+    job_type: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    viewer: Any,
+    mine: bool = False,
 ) -> list[dict]:
-    """Pending checkpoints after the keyset ``after``, oldest first, each with its job (one
-    statement), as the API shows them (``PendingCheckpointSchema``)."""
+    """Pending checkpoints after the keyset ``after``, oldest first, each with its job and
+    its votes (one statement), as the API shows them (``PendingCheckpointSchema``), and
+    whether ``viewer`` (an admin: ``id``, ``name``) may vote on it; with ``mine``, only
+    those."""
     created, checkpoint_id = after or _FIRST
     rows = run(
         "pending_checkpoints",
@@ -69,6 +78,9 @@ def pending_checkpoints_page(
         after_created=created,
         after_id=checkpoint_id,
         limit=limit,
+        viewer_id=viewer.id,
+        viewer_name=viewer.name,
+        mine=mine,
     )
     return [
         {
@@ -84,6 +96,15 @@ def pending_checkpoints_page(
             "expires_at": r.expires_at,
             "decided_at": r.decided_at,
             "decision": None,
+            "version": r.version,
+            "review_policy": review_policy(r),
+            "approvers": r.approvers,
+            "approvals": r.approvals,
+            "rejections": r.rejections,
+            "votes": [
+                {**v, "created_at": datetime.fromisoformat(v["created_at"])} for v in r.votes
+            ],
+            "may_decide": r.may_decide,
             "job": {
                 "id": r.job_id,
                 "job_type": r.job_type,
@@ -104,6 +125,26 @@ def pending_checkpoints_page(
         }
         for r in rows
     ]
+
+
+def checkpoint_versions(checkpoint_id: uuid.UUID) -> tuple[Checkpoint, list[Checkpoint]]:
+    """The checkpoint, and every version of it its step opened (oldest first).
+
+    :raises NotFoundError: for an unknown checkpoint.
+    """
+    checkpoint = db.session.get(Checkpoint, checkpoint_id)
+    if checkpoint is None:
+        raise NotFoundError(f"Checkpoint {checkpoint_id} not found")
+    versions = db.session.scalars(
+        sa.select(Checkpoint)
+        .where(
+            Checkpoint.job_id == checkpoint.job_id,
+            Checkpoint.step == checkpoint.step,
+            Checkpoint.type == checkpoint.type,
+        )
+        .order_by(Checkpoint.version, Checkpoint.created_at)
+    ).all()
+    return checkpoint, list(versions)
 
 
 def job_logs(job_id: uuid.UUID) -> list[JobLog]:
@@ -182,8 +223,21 @@ def awaits_message(job_id: uuid.UUID, step: str) -> bool:
     ).scalar()
 
 
-def expired_checkpoints(limit: int = 100) -> list[uuid.UUID]:
-    return list(db.session.scalars(statements["expired_checkpoints"], {"limit": limit}))
+def expired_checkpoints(now: datetime, on_timeout: str, limit: int = 100) -> list[sa.Row]:
+    """Pending checkpoints whose deadline passed by ``now``: ``id``, ``on_timeout`` (the
+    policy's, else ``on_timeout``), ``expires_in``."""
+    params = {"now": now, "on_timeout": on_timeout, "limit": limit}
+    return list(db.session.execute(statements["expired_checkpoints"], params))
+
+
+def fire_checkpoint_events(now: datetime, limit: int = 100) -> list[sa.Row]:
+    """Fire the reminders and escalations due by ``now`` (committed): the rows fired,
+    ``kind``, ``data``, ``checkpoint_id``, ``job_id``, ``handler``."""
+    rows = list(
+        db.session.execute(statements["fire_checkpoint_events"], {"now": now, "limit": limit})
+    )
+    db.session.commit()
+    return rows
 
 
 def outbox_backlog() -> sa.Row:

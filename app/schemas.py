@@ -7,9 +7,11 @@ import math
 import re
 from typing import Any
 
+from flask import current_app
 from marshmallow import Schema
 from marshmallow import ValidationError
 from marshmallow import fields
+from marshmallow import post_load
 from marshmallow import validate
 from marshmallow import validates
 from marshmallow import validates_schema
@@ -18,7 +20,11 @@ from app.config import MAX_PRIORITY
 from app.errors import UnknownHandlerError
 from app.framework import Handler
 from app.framework.registry import registry
+from app.policy import Option
+from app.policy import Policy
+from app.policy import PolicyError
 from app.status import JobStatus
+from app.status import OnTimeout
 from app.status import Outcome
 
 #: The deepest nesting accepted in JSON data. Every later json.dumps of it (the jsonb
@@ -153,6 +159,94 @@ class CamelSchema(Schema):
 # -- Requests ------------------------------------------------------------------------------
 
 
+def _seconds(**metadata) -> fields.Float:
+    return fields.Float(
+        validate=validate.Range(min=0, min_inclusive=False, max=10 * 365 * 86400),
+        allow_nan=False,
+        metadata=metadata,
+    )
+
+
+def _names(**metadata) -> fields.List:
+    return fields.List(
+        fields.String(validate=[validate.Length(min=1, max=106), storable]),
+        validate=validate.Length(min=1, max=100),
+        metadata=metadata,
+    )
+
+
+class OptionSchema(CamelSchema):
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=100), storable])
+    step = fields.String(
+        allow_none=True,
+        metadata={"description": "The step the job resumes at when chosen (null: the next)"},
+    )
+
+
+class ReviewPolicySchema(CamelSchema):
+    """A checkpoint's review policy (``app.policy``). As a job's ``review``, each field given
+    may only tighten what the job type's handler declares (422 naming the field)."""
+
+    approvers = _names(
+        description="Users and groups (group:<name>) who may decide; absent: any admin"
+    )
+    allow_self_approval = fields.Boolean(
+        metadata={"description": "Whether the job's submitter may decide (default false)"}
+    )
+    min_approvals = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=1, max=100),
+        metadata={"description": "Distinct approvals needed (default 1)"},
+    )
+    veto_on_reject = fields.Boolean(
+        metadata={"description": "Whether one rejection rejects (default true)"}
+    )
+    expires_in = _seconds(description="Seconds from opening to the deadline")
+    on_timeout = fields.String(
+        validate=validate.OneOf([t.value for t in OnTimeout]),
+        metadata={"description": "What the deadline decides (default reject)"},
+    )
+    remind_at = fields.List(
+        _seconds(),
+        validate=validate.Length(max=10),
+        metadata={"description": "Seconds before the deadline at which to remind"},
+    )
+    escalate_to = _names(description="Approvers added at escalateAfter")
+    escalate_after = _seconds(description="Seconds from opening to the escalation")
+    options = fields.List(
+        fields.Nested(OptionSchema),
+        validate=validate.Length(max=20),
+        metadata={"description": "Named outcomes an approval may choose"},
+    )
+    data_schema = fields.Dict(
+        allow_none=True,
+        validate=storable,
+        metadata={"description": "A JSON Schema for the data a reviewer sends"},
+    )
+    max_revisions = fields.Integer(
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(min=0, max=100),
+        metadata={"description": "How many times changes may be requested"},
+    )
+
+    @post_load
+    def to_policy(self, data: dict, **_kwargs) -> Policy:
+        """The policy layer it says.
+
+        :raises ValidationError: naming the fields that cannot hold together.
+        """
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if "options" in values:
+            values["options"] = tuple(Option(**o) for o in values["options"])
+        if "on_timeout" in values:
+            values["on_timeout"] = OnTimeout(values["on_timeout"])
+        try:
+            return Policy(**values)
+        except PolicyError as exc:
+            raise ValidationError({k: [m] for k, m in exc.problems.items()}) from None
+
+
 class JobCreateSchema(CamelSchema):
     job_type = JobType(required=True, metadata={"description": "A registered job type"})
     task_description = fields.String(
@@ -173,6 +267,14 @@ class JobCreateSchema(CamelSchema):
         metadata={"description": "0 (lowest) to 10 (highest); higher runs first"},
     )
 
+    review = fields.Nested(
+        ReviewPolicySchema,
+        metadata={
+            "description": "Tightens the review policy of every checkpoint the job opens: "
+            "more approvals, fewer approvers, a shorter deadline, a stricter onTimeout"
+        },
+    )
+
     @validates("priority")
     def not_a_boolean(self, value: int, data_key: str) -> None:
         if isinstance(value, bool):
@@ -184,6 +286,17 @@ class JobCreateSchema(CamelSchema):
             registry.get(data["job_type"]).validate_input(data["input_data"])
         except ValidationError as exc:
             raise ValidationError({"inputData": exc.messages}) from None
+
+    @validates_schema(skip_on_field_errors=True)
+    def review_only_tightens(self, data: dict, **_kwargs) -> None:
+        """:raises ValidationError: naming each ``review`` field that would loosen the
+        policy an approval step of the job type declares."""
+        if "review" not in data:
+            return
+        defaults = current_app.config["REVIEW_DEFAULTS"]
+        loosened = registry.get(data["job_type"]).loosened_by(data["review"], defaults)
+        if loosened:
+            raise ValidationError({"review": {k: [m] for k, m in loosened.items()}})
 
 
 @functools.cache
@@ -253,29 +366,96 @@ class ApiCheckpointListArgs(CheckpointListArgs):
     """The API's: ``jobType`` is a registered job type, as the OpenAPI document's enum says."""
 
     job_type = JobType()
-
-
-class ApprovalSchema(Schema):
-    reason = fields.String(
-        validate=[validate.Length(max=10_000), storable],
-        allow_none=True,
-        metadata={"pattern": STORABLE_TEXT},
+    mine = fields.Boolean(
+        load_default=False,
+        metadata={"description": "Only the checkpoints you may vote on"},
     )
-    data = fields.Raw(
+
+
+def _version() -> fields.Integer:
+    return fields.Integer(
+        strict=True,
         allow_none=True,
-        validate=storable,
+        validate=validate.Range(min=1),
         metadata={
-            "description": "The checkpoint data as edited, checked against what the "
-            "checkpoint's step accepts as an edit (422 naming the data field at fault)"
+            "description": "The version of the checkpoint decided (absent: the current one; "
+            "409 stale_version, carrying the current one, when it is not)"
         },
     )
 
 
-class RejectionSchema(Schema):
-    reason = fields.String(
-        required=True,
-        validate=[validate.Length(min=1, max=10_000), storable],
+def _text(required: bool) -> fields.String:
+    return fields.String(
+        required=required,
+        allow_none=not required,
+        validate=[validate.Length(min=1 if required else 0, max=10_000), storable],
         metadata={"pattern": STORABLE_TEXT},
+    )
+
+
+def _data(description: str) -> fields.Raw:
+    return fields.Raw(allow_none=True, validate=storable, metadata={"description": description})
+
+
+class ApprovalSchema(Schema):
+    reason = _text(required=False)
+    data = _data(
+        "The checkpoint data as edited, checked against what the checkpoint's step accepts "
+        "as an edit and its policy's dataSchema (422 naming the data field at fault)"
+    )
+    version = _version()
+    option = fields.String(
+        allow_none=True,
+        validate=[validate.Length(min=1, max=100), storable],
+        metadata={"description": "One of the policy's options (422 when it is not)"},
+    )
+
+
+class RejectionSchema(Schema):
+    reason = _text(required=True)
+    version = _version()
+
+
+class RequestChangesSchema(Schema):
+    feedback = _text(required=True)
+    data = _data(
+        "Data for the step's next proposal (an edit of this one), checked against the "
+        "policy's dataSchema"
+    )
+    version = _version()
+
+
+#: A bulk decision's outcome, and what it calls the reviewer's words.
+BULK_OUTCOMES = (Outcome.APPROVED, Outcome.REJECTED, Outcome.CHANGES_REQUESTED)
+
+
+class BulkItemSchema(CamelSchema):
+    """One decision of a bulk request; ``reason`` is the feedback of a request for changes
+    (and required for it and for a rejection)."""
+
+    id = fields.UUID(required=True)
+    outcome = fields.String(
+        required=True, validate=validate.OneOf([o.value for o in BULK_OUTCOMES])
+    )
+    version = _version()
+    reason = _text(required=False)
+    data = _data("As for a single decision")
+    option = fields.String(allow_none=True, validate=[validate.Length(min=1, max=100), storable])
+
+    @validates_schema(skip_on_field_errors=True)
+    def words_when_needed(self, data: dict, **_kwargs) -> None:
+        if data["outcome"] != Outcome.APPROVED and not data.get("reason"):
+            raise ValidationError(
+                {"reason": ["Required for a rejection or a request for changes."]}
+            )
+
+
+class BulkDecisionsSchema(Schema):
+    decisions = fields.List(
+        fields.Dict(),
+        required=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": "Up to 100 decisions, each a BulkItem: decided one by one"},
     )
 
 
@@ -283,11 +463,18 @@ class RejectionSchema(Schema):
 
 
 class DecisionSchema(CamelSchema):
+    """A vote: a reviewer's, or system:timeout's."""
+
     id = fields.UUID()
     outcome = fields.String(metadata={"enum": [o.value for o in Outcome]})
-    reason = fields.String(allow_none=True)
+    reason = fields.String(
+        allow_none=True, metadata={"description": "The reason, or a request's feedback"}
+    )
     data = fields.Raw(allow_none=True, metadata={"description": "What was approved, if edited"})
-    decided_by = fields.String(allow_none=True)
+    option = fields.String(allow_none=True)
+    decided_by = fields.String(
+        allow_none=True, metadata={"description": "A user, or system:timeout"}
+    )
     user_id = fields.UUID(allow_none=True)
     ip = fields.String(allow_none=True)
     user_agent = fields.String(allow_none=True)
@@ -306,7 +493,19 @@ class CheckpointSchema(CamelSchema):
     created_at = fields.AwareDateTime()
     expires_at = fields.AwareDateTime(allow_none=True)
     decided_at = fields.AwareDateTime(allow_none=True)
-    decision = fields.Nested(DecisionSchema, allow_none=True)
+    decision = fields.Nested(
+        DecisionSchema, allow_none=True, metadata={"description": "The vote that settled it"}
+    )
+    version = fields.Integer(metadata={"description": "1, then one more per request for changes"})
+    policy = fields.Nested(ReviewPolicySchema, attribute="review_policy", allow_none=True)
+    approvers = fields.List(
+        fields.String(),
+        allow_none=True,
+        metadata={"description": "Who may decide now (escalation adds); null: any admin"},
+    )
+    approvals = fields.Integer()
+    rejections = fields.Integer()
+    votes = fields.List(fields.Nested(DecisionSchema), metadata={"description": "Oldest first"})
 
 
 class LogSchema(CamelSchema):
@@ -373,6 +572,12 @@ class CheckpointListEnvelopeSchema(CamelSchema):
 
 class PendingCheckpointSchema(CheckpointSchema):
     job = fields.Nested(JobSchema)
+    may_decide = fields.Boolean(
+        metadata={
+            "description": "Whether you may vote on it: among its approvers, not the job's "
+            "submitter (unless its policy allows), and not voted yet"
+        }
+    )
 
 
 class PendingListEnvelopeSchema(CamelSchema):
@@ -384,6 +589,31 @@ class PendingListEnvelopeSchema(CamelSchema):
 class CheckpointEnvelopeSchema(Schema):
     success = fields.Boolean(dump_default=True)
     checkpoint = fields.Nested(CheckpointSchema)
+
+
+class CheckpointDetailSchema(CheckpointSchema):
+    job = fields.Nested(JobSchema)
+
+
+class CheckpointDetailEnvelopeSchema(Schema):
+    success = fields.Boolean(dump_default=True)
+    checkpoint = fields.Nested(CheckpointDetailSchema)
+    versions = fields.List(
+        fields.Nested(CheckpointSchema),
+        metadata={"description": "Every version its step proposed, oldest first"},
+    )
+
+
+class BulkResultSchema(Schema):
+    id = fields.String(allow_none=True, metadata={"description": "The item's checkpoint id"})
+    status = fields.Integer(metadata={"description": "200, or the status it would have alone"})
+    checkpoint = fields.Nested(CheckpointSchema)
+    error = fields.Nested(lambda: ErrorSchema())
+
+
+class BulkResultsEnvelopeSchema(Schema):
+    success = fields.Boolean(dump_default=True)
+    results = fields.List(fields.Nested(BulkResultSchema), metadata={"description": "In order"})
 
 
 class ErrorSchema(Schema):

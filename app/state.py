@@ -25,7 +25,9 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
 from marshmallow import ValidationError
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from app import auth
 from app import events
@@ -34,17 +36,21 @@ from app import outbox
 from app.auth import ADMINS_ONLY
 from app.auth import INVALID_TOKEN
 from app.errors import AlreadyDecided
+from app.errors import AlreadyVoted
 from app.errors import AuthError
 from app.errors import ConflictError
 from app.errors import ForbiddenError
 from app.errors import InvalidEdit
 from app.errors import InvalidTransition
 from app.errors import NotFoundError
+from app.errors import RevisionsExhausted
+from app.errors import StaleVersion
 from app.errors import UnknownHandlerError
 from app.events import FinishedJob
 from app.extensions import db
 from app.framework import APPROVAL_REQUIRED
 from app.framework import Approval as StepDecision
+from app.framework import Feedback
 from app.framework.registry import registry
 from app.joblog import LogLine
 from app.joblog import LogRecord
@@ -54,8 +60,12 @@ from app.models import Job
 from app.models import JobStep
 from app.models import Outbox
 from app.outbox import Dispatch
+from app.policy import Policy
+from app.policy import data_problems
+from app.policy import review_policy
 from app.sql import run
 from app.sql import run_one
+from app.status import CheckpointEventKind
 from app.status import CheckpointStatus
 from app.status import JobStatus
 from app.status import Outcome
@@ -168,6 +178,7 @@ def enqueue(
     input_data: dict,
     priority: int,
     idempotency_key: str | None = None,
+    review: Policy | None = None,
     user_id: uuid.UUID | None = None,
     token_hash: str | None = None,
 ) -> NewJob | Job:
@@ -196,6 +207,7 @@ def enqueue(
         status=JobStatus.PENDING,
         step=step,
         idempotency_key=idempotency_key,
+        review=None if review is None else _json(review.to_json()),
         message=message,
         traceparent=trace.get("traceparent"),
         baggage=trace.get("baggage"),
@@ -366,6 +378,10 @@ class Claim:
     outputs: dict = field(default_factory=dict)
     #: The last approval on the job's way to this step (not a later rejection).
     decision: StepDecision | None = None
+    #: The last request for changes to this step's proposals.
+    feedback: Feedback | None = None
+    #: The submission's ``review``, which tightens the policy of the checkpoints it opens.
+    review: Policy | None = None
 
 
 def claim_step(
@@ -392,7 +408,7 @@ def claim_step(
     )
     if row is None:
         return None
-    decision = row.decision
+    decision, feedback = row.decision, row.feedback
     return Claim(
         job_id=job_id,
         job_type=row.job_type,
@@ -404,6 +420,8 @@ def claim_step(
         input_data=row.input_data,
         outputs=row.outputs,
         decision=StepDecision(**decision) if decision else None,
+        feedback=Feedback(**feedback) if feedback else None,
+        review=Policy.from_json(row.review) if row.review else None,
     )
 
 
@@ -463,7 +481,7 @@ def finish_step(
                 "status": status.value,
                 "title": c["title"],
                 "data": c.get("data"),
-                "expires_in": c.get("expires_in"),
+                **(_reviewed(claim, c.get("policy")) if pending else {}),
             }
         )
         lines.append(LogLine("checkpoint", f"{c['type']} checkpoint: {c['title']}", claim.step))
@@ -497,6 +515,45 @@ def finish_step(
     if outcome == StepOutcome.COMPLETED:
         events.job_finished.send(row.job_type, job=_finished(row))
     return outcome
+
+
+def _reviewed(claim: Claim, layer: Policy | None) -> dict:
+    """What an approval checkpoint the step opens stores of its review policy: the policy in
+    force (the system's defaults, the step's, the checkpoint's ``layer``, tightened by the
+    job's ``review``), who may decide, its deadline, and the reminders and escalation it
+    schedules, each due so many seconds from now."""
+    step = registry.get(claim.job_type).get_step(claim.step)
+    policy = (
+        current_app.config["REVIEW_DEFAULTS"]
+        .resolved()
+        .merged(step.policy)
+        .merged(layer)
+        .tightened_by(claim.review)
+    )
+    registry.get(claim.job_type).check_options(policy)
+    events = [
+        {
+            "kind": CheckpointEventKind.REMINDER,
+            "due_in": policy.expires_in - before,
+            "data": {"before": before},
+        }
+        for before in policy.remind_at
+        if policy.expires_in is not None and before < policy.expires_in
+    ]
+    if policy.escalate_to:
+        events.append(
+            {
+                "kind": CheckpointEventKind.ESCALATION,
+                "due_in": policy.escalate_after,
+                "data": {"escalateTo": list(policy.escalate_to)},
+            }
+        )
+    return {
+        "policy": policy.resolved().to_json(),
+        "approvers": None if policy.approvers is None else list(policy.approvers),
+        "expires_in": policy.expires_in,
+        "events": events,
+    }
 
 
 def fail_step(
@@ -632,22 +689,24 @@ def fail_unrunnable(job_id: uuid.UUID, step: str, reason: str) -> bool:
 
 @dataclass(frozen=True)
 class DecisionRecord:
-    """A decision as written."""
+    """A vote as written."""
 
     id: uuid.UUID
     outcome: str
-    user_id: uuid.UUID
+    user_id: uuid.UUID | None
     decided_by: str
     created_at: datetime
     reason: str | None = None
     data: Any = None
+    option: str | None = None
     ip: str | None = None
     user_agent: str | None = None
 
 
 @dataclass(frozen=True)
 class DecidedCheckpoint:
-    """A checkpoint just decided, with its decision, as written."""
+    """A checkpoint just voted on, as written, with its votes; ``decision`` is the vote that
+    settled it (None while it waits for more)."""
 
     id: uuid.UUID
     job_id: uuid.UUID
@@ -658,16 +717,44 @@ class DecidedCheckpoint:
     data: Any
     step: str
     resume_step: str | None
+    version: int
+    policy: dict | None
+    approvers: list[str] | None
+    approvals: int
+    rejections: int
     created_at: datetime
     expires_at: datetime | None
-    decided_at: datetime
-    decision: DecisionRecord
+    decided_at: datetime | None
+    #: This vote.
+    vote: DecisionRecord
+    votes: tuple[DecisionRecord, ...]
+    #: The job's status after the vote.
+    job_status: str
+
+    @property
+    def decision(self) -> DecisionRecord | None:
+        return None if self.status == CheckpointStatus.PENDING else self.vote
+
+    @property
+    def review_policy(self) -> Policy | None:
+        return review_policy(self)
 
 
-#: A decision moves a job from WAITING_APPROVAL to one of these.
+#: Settled, a checkpoint moves its job from WAITING_APPROVAL to one of these.
 _DECISION_TARGETS = (JobStatus.PENDING, JobStatus.COMPLETED, JobStatus.FAILED)
 if not all(JobStatus.WAITING_APPROVAL in sources(t) for t in _DECISION_TARGETS):
     raise ValueError("a decision must be able to move a WAITING_APPROVAL job")
+
+#: What the job's log says of a vote that settles the checkpoint, by outcome: its kind and
+#: its head (followed by `` by <who>: <reason>``).
+_SETTLED = {
+    Outcome.APPROVED: ("approved", "Checkpoint approved"),
+    Outcome.REJECTED: ("rejected", "Checkpoint rejected"),
+    Outcome.CHANGES_REQUESTED: ("changes_requested", "Changes requested"),
+    Outcome.EXPIRED: ("expired", "Checkpoint expired"),
+}
+#: ... and of a vote that leaves it pending.
+_VOTE = {Outcome.APPROVED: "Approval", Outcome.REJECTED: "Rejection"}
 
 
 def decide(
@@ -676,72 +763,81 @@ def decide(
     *,
     user_id: uuid.UUID | None = None,
     token_hash: str | None = None,
+    system_actor: str | None = None,
+    now: datetime | None = None,
+    version: int | None = None,
     reason: str | None = None,
     data: Any = None,
+    option: str | None = None,
     ip: str | None = None,
     user_agent: str | None = None,
 ) -> DecidedCheckpoint:
-    """Approve or reject a pending checkpoint, exactly once, in one statement, as the admin
-    ``user_id``, or the holder of the API token whose hash is ``token_hash`` (checked in the
-    same statement).
+    """Vote on a pending checkpoint, in one statement, as the admin ``user_id``, the holder
+    of the API token whose hash is ``token_hash`` (checked in the same statement), or the
+    ``system_actor`` of a deadline past at ``now``; on ``version`` (None: the current).
 
-    Approval puts the job back to PENDING at the step after the checkpoint (or
-    COMPLETED when there is none) with the continuation's dispatch intent, published
-    once written. Rejection fails the job with the reason.
+    The vote settles the checkpoint as its policy says (``app.policy``): the last approval
+    needed puts the job back to PENDING at the step after the checkpoint (or the chosen
+    ``option``'s, or COMPLETED when there is none) with the continuation's dispatch
+    intent, published once written; a rejection that vetoes fails the job with the reason;
+    a request for changes queues the checkpoint's step again, which opens the next version.
+    A vote that settles nothing is recorded, and the checkpoint waits for more.
 
     :raises AuthError: when there is no such user, or the token is unknown or revoked.
-    :raises ForbiddenError: when the user is not an admin.
+    :raises ForbiddenError: when the user is not an admin, not among the approvers, or the
+        job's submitter and self-approval is not allowed.
     :raises NotFoundError: for an unknown checkpoint.
-    :raises InvalidEdit: when an approval's ``data`` does not fit the schema of edits that
-        the step which opened the checkpoint declares (checked first, one read more).
-    :raises AlreadyDecided: when it was decided first; ``details`` carries that decision.
-    :raises InvalidTransition: when its job is not waiting for it.
+    :raises InvalidEdit: when ``data`` does not fit what the checkpoint accepts (the
+        step's schema of edits, the policy's ``dataSchema``) or ``option`` is not one of its
+        options (checked first, one read more).
+    :raises StaleVersion: when ``version`` is not the current version.
+    :raises AlreadyDecided: when it was settled first; ``details`` carries the decision.
+    :raises AlreadyVoted: for a second vote of the same user.
+    :raises RevisionsExhausted: for changes requested past the policy's ``maxRevisions``.
+    :raises InvalidTransition: when its job is not waiting for it (or, for the system, the
+        deadline is not past).
     """
-    approved = outcome == Outcome.APPROVED
-    if approved and data is not None:
-        _check_edit(checkpoint_id, data)
-    status = CheckpointStatus.APPROVED if approved else CheckpointStatus.REJECTED
-    trace = outbox.trace() if approved else {}
+    if data is not None or option is not None:
+        _check_request(checkpoint_id, outcome, data, option)
+    resumes = outcome in (Outcome.APPROVED, Outcome.CHANGES_REQUESTED)
+    trace = outbox.trace() if resumes else {}
+    log_kind, log_head = _SETTLED[outcome]
     row = run_one(
         "decide",
         user_id=user_id,
         token_hash=token_hash,
+        system_actor=system_actor,
+        now=now,
         checkpoint_id=checkpoint_id,
-        status=status.value,
+        version=version,
         outcome=outcome.value,
-        approved=approved,
+        option=option,
         reason=reason,
         data=None if data is None else _json(data),
         ip=ip,
         user_agent=user_agent,
-        error=f"Checkpoint rejected{': ' + reason if reason else ''}",
-        log_kind="approved" if approved else "rejected",
-        log_head=f"Checkpoint {'approved' if approved else 'rejected'}",
+        error=f"{log_head}{': ' + reason if reason else ''}",
+        log_kind=log_kind,
+        log_head=log_head,
+        vote_head=_VOTE.get(outcome, log_head),
         traceparent=trace.get("traceparent"),
         baggage=trace.get("baggage"),
     )
     if row is None:
         raise AuthError(INVALID_TOKEN)
-    auth.identified(row.user_id, row.user_name, row.is_admin)
+    if row.user_id is not None:
+        auth.identified(row.user_id, row.user_name, row.is_admin)
     if not row.is_admin:
         raise ForbiddenError(ADMINS_ONLY)
     if row.id is None:
-        existing = db.session.get(Checkpoint, checkpoint_id)
-        if existing is None:
-            raise NotFoundError(f"Checkpoint {checkpoint_id} not found")
-        if existing.status != CheckpointStatus.PENDING:
-            raise AlreadyDecided(existing)
-        raise InvalidTransition(
-            f"Job {existing.job_id} is not waiting for checkpoint {checkpoint_id}",
-            details={"status": existing.job.status},
-        )
+        raise _refusal(checkpoint_id, outcome, version, row)
     if row.outbox_id is not None:
         outbox.publish(
             [
                 Dispatch(
                     row.outbox_id,
                     row.job_id,
-                    row.resume_step,
+                    row.job_step,
                     row.handler,
                     row.job_priority,
                     **trace,
@@ -749,6 +845,19 @@ def decide(
                 )
             ]
         )
+    vote = DecisionRecord(
+        id=row.decision_id,
+        outcome=outcome.value,
+        user_id=row.user_id,
+        decided_by=row.user_name,
+        created_at=row.decision_created_at,
+        reason=reason,
+        data=data,
+        option=option,
+        ip=ip,
+        user_agent=user_agent,
+    )
+    many = row.approvals + row.rejections > 1
     decided = DecidedCheckpoint(
         id=row.id,
         job_id=row.job_id,
@@ -759,39 +868,150 @@ def decide(
         data=row.data,
         step=row.step,
         resume_step=row.resume_step,
+        version=row.version,
+        policy=row.policy,
+        approvers=row.approvers,
+        approvals=row.approvals,
+        rejections=row.rejections,
         created_at=row.created_at,
         expires_at=row.expires_at,
         decided_at=row.decided_at,
-        decision=DecisionRecord(
-            id=row.decision_id,
-            outcome=outcome.value,
-            user_id=row.user_id,
-            decided_by=row.user_name,
-            created_at=row.decision_created_at,
-            reason=reason,
-            data=data,
-            ip=ip,
-            user_agent=user_agent,
-        ),
+        vote=vote,
+        votes=_votes(row.id) if many else (vote,),
+        job_status=row.job_status or JobStatus.WAITING_APPROVAL.value,
     )
-    events.checkpoint_decided.send(row.handler, checkpoint=decided)
-    if row.job_status != JobStatus.PENDING:
+    events.checkpoint_voted.send(row.handler, checkpoint=decided, outcome=outcome)
+    if row.status != CheckpointStatus.PENDING:
+        events.checkpoint_decided.send(row.handler, checkpoint=decided)
+    if row.job_status in (JobStatus.COMPLETED, JobStatus.FAILED):
         finished = FinishedJob(row.job_status, row.handler, row.job_created_at, row.job_finished_at)
         events.job_finished.send(row.handler, job=finished)
     return decided
 
 
-def _check_edit(checkpoint_id: uuid.UUID, data: Any) -> None:
-    """Check an approver's edited data against what the checkpoint's step accepts.
+def _votes(checkpoint_id: uuid.UUID) -> tuple[DecisionRecord, ...]:
+    """Every vote on the checkpoint, oldest first (read after a vote that was not the only)."""
+    votes = db.session.scalars(
+        sa.select(Decision)
+        .where(Decision.checkpoint_id == checkpoint_id)
+        .order_by(Decision.created_at)
+    ).all()
+    db.session.commit()
+    return tuple(
+        DecisionRecord(
+            id=d.id,
+            outcome=d.outcome,
+            user_id=d.user_id,
+            decided_by=d.decided_by,
+            created_at=d.created_at,
+            reason=d.reason,
+            data=d.data,
+            option=d.option,
+            ip=d.ip,
+            user_agent=d.user_agent,
+        )
+        for d in votes
+    )
+
+
+def _refusal(checkpoint_id: uuid.UUID, outcome: Outcome, version: int | None, row: Any):
+    """Why the vote was not recorded, as the error to raise (read after the statement)."""
+    existing = db.session.get(Checkpoint, checkpoint_id)
+    if existing is None:
+        return NotFoundError(f"Checkpoint {checkpoint_id} not found")
+    if existing.status == CheckpointStatus.CHANGES_REQUESTED or (
+        version is not None and version != existing.version
+    ):
+        return StaleVersion(version or existing.version, _current_version(existing))
+    if existing.status != CheckpointStatus.PENDING:
+        return AlreadyDecided(existing)
+    if existing.job.status != JobStatus.WAITING_APPROVAL:
+        return InvalidTransition(
+            f"Job {existing.job_id} is not waiting for checkpoint {checkpoint_id}",
+            details={"status": existing.job.status},
+        )
+    if row.user_id is None:
+        return InvalidTransition(f"Checkpoint {checkpoint_id} is not past its deadline")
+    policy = Policy.from_json(existing.policy).resolved()
+    if row.user_id in existing.voters:
+        return AlreadyVoted(f"{row.user_name} already voted on checkpoint {checkpoint_id}")
+    if existing.job.user_id == row.user_id and not policy.allow_self_approval:
+        return ForbiddenError(
+            f"{row.user_name} submitted job {existing.job_id}; its review policy does not"
+            " allow the submitter to decide its checkpoints (allowSelfApproval)"
+        )
+    if existing.approvers is not None and not may_decide(existing, row.user_id, row.user_name):
+        return ForbiddenError(
+            f"Only {', '.join(existing.approvers)} may decide checkpoint {checkpoint_id};"
+            f" {row.user_name} is not among them"
+        )
+    if outcome == Outcome.CHANGES_REQUESTED and policy.max_revisions is not None:
+        return RevisionsExhausted(
+            f"Checkpoint {checkpoint_id} is version {existing.version}: its policy allows"
+            f" {policy.max_revisions} revision(s) (maxRevisions); approve or reject it"
+        )
+    return InvalidTransition(f"Checkpoint {checkpoint_id} was not decided", details=None)
+
+
+def may_decide(checkpoint: Checkpoint, user_id: uuid.UUID, user_name: str) -> bool:
+    """Whether the user, an admin, may vote on the checkpoint (``agentq_may_decide``)."""
+    allow_self = Policy.from_json(checkpoint.policy).resolved().allow_self_approval
+    return db.session.scalar(
+        sa.select(
+            sa.func.agentq_may_decide(
+                sa.cast(checkpoint.approvers, ARRAY(sa.Text)),
+                allow_self,
+                checkpoint.job.user_id,
+                user_id,
+                user_name,
+            )
+        )
+    )
+
+
+def _current_version(checkpoint: Checkpoint) -> Checkpoint:
+    """The latest version of the checkpoint (the last its step opened)."""
+    return db.session.scalars(
+        sa.select(Checkpoint)
+        .where(
+            Checkpoint.job_id == checkpoint.job_id,
+            Checkpoint.step == checkpoint.step,
+            Checkpoint.type == checkpoint.type,
+        )
+        .order_by(Checkpoint.version.desc())
+        .limit(1)
+    ).one()
+
+
+def _check_request(checkpoint_id: uuid.UUID, outcome: Outcome, data: Any, option: str | None):
+    """Check a vote's ``option`` and ``data`` against the checkpoint: the option must be one
+    of its policy's, the data fit the step's schema of edits (for an approval) and the
+    policy's ``dataSchema``.
 
     :raises InvalidEdit: naming the fields that are wrong (``data.files.0.path``).
     """
     opened = db.session.execute(
-        sa.select(Checkpoint.handler, Checkpoint.step).where(Checkpoint.id == checkpoint_id)
+        sa.select(Checkpoint.handler, Checkpoint.step, Checkpoint.policy).where(
+            Checkpoint.id == checkpoint_id
+        )
     ).one_or_none()
     if opened is None:
         return  # decide says it does not exist
-    problems = _edit_problems(opened.handler, opened.step, data)
+    policy = Policy.from_json(opened.policy).resolved()
+    if option is not None:
+        names = [o.name for o in policy.options]
+        if outcome != Outcome.APPROVED:
+            raise InvalidEdit(["Only an approval chooses an option."], field="option")
+        if option not in names:
+            known = f"one of {', '.join(names)}" if names else "none: the checkpoint has no options"
+            raise InvalidEdit([f"Must be {known}."], field="option")
+    if data is None:
+        return
+    problems = (
+        _edit_problems(opened.handler, opened.step, data) if outcome == Outcome.APPROVED else None
+    )
+    if problems is None and policy.data_schema is not None:
+        problems = data_problems(policy.data_schema, data) or None
     if problems is not None:
         raise InvalidEdit(problems)
 
@@ -806,63 +1026,3 @@ def _edit_problems(handler: str, step: str, data: Any) -> Any:
     except (UnknownHandlerError, KeyError):
         return None
     return None
-
-
-def expire_checkpoint(checkpoint_id: uuid.UUID) -> bool:
-    """Expire a pending checkpoint past its time and fail its job; False if it was decided.
-
-    Locks the job first, as ``decide`` and ``cancel`` do.
-    """
-    db.session.execute(
-        sa.select(Job.id)
-        .where(
-            Job.id
-            == sa.select(Checkpoint.job_id).where(Checkpoint.id == checkpoint_id).scalar_subquery()
-        )
-        .with_for_update()
-    )
-    checkpoint = db.session.execute(
-        sa.update(Checkpoint)
-        .where(
-            Checkpoint.id == checkpoint_id,
-            Checkpoint.status == CheckpointStatus.PENDING.value,
-            Checkpoint.expires_at < _now(),
-        )
-        .values(status=CheckpointStatus.EXPIRED.value, decided_at=_now())
-        .returning(Checkpoint)
-    ).scalar_one_or_none()
-    if checkpoint is None:
-        db.session.rollback()
-        return False
-    job = _transition(
-        checkpoint.job_id,
-        JobStatus.FAILED,
-        from_={JobStatus.WAITING_APPROVAL},
-        current_step=checkpoint.step,
-        finished_at=_now(),
-        error="Checkpoint expired",
-    )
-    joblog.add(
-        checkpoint.job_id, "expired", "Checkpoint expired before a decision", step=checkpoint.step
-    )
-    decided, finished = _Expired.of(checkpoint), _finished(job)
-    _commit()
-    events.checkpoint_decided.send(decided.handler, checkpoint=decided)
-    events.job_finished.send(finished.job_type, job=finished)
-    return True
-
-
-@dataclass(frozen=True)
-class _Expired:
-    """An expired checkpoint, as ``events.checkpoint_decided`` carries it."""
-
-    handler: str
-    status: str
-    created_at: datetime
-    decided_at: datetime
-
-    @classmethod
-    def of(cls, checkpoint: Checkpoint) -> _Expired:
-        return cls(
-            checkpoint.handler, checkpoint.status, checkpoint.created_at, checkpoint.decided_at
-        )

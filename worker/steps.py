@@ -262,6 +262,7 @@ def _context(app: Flask, claim: state.Claim, running: Running) -> StepContext:
         input=claim.input_data,
         outputs=claim.outputs,
         decision=claim.decision,
+        feedback=claim.feedback,
         workspace=Workspace(app.config["WORKSPACE_ROOT"], str(claim.job_id)),
         log=running.log,
     )

@@ -15,7 +15,9 @@ which every worker consumes even while the fleet is paused. It
   popping a message and recording it as taken): after a lease when Redis holds no
   message for it, after ``STALL_SECONDS`` when too many wait to read them all; not
   while the fleet is paused;
-- expires pending checkpoints past their ``expires_in``;
+- decides pending checkpoints whose deadline passed, as their policy's ``onTimeout``
+  says (``system:timeout``), and fires their reminders and escalations when due, each
+  once however many sweeps run at the same time;
 - fails a job whose next step this release cannot run (a deploy renamed or removed its
   step or job type) instead of leaving it PENDING: retried once the step is back, it runs.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -33,12 +36,16 @@ from datetime import timedelta
 from celery import Celery
 from flask import current_app
 
+from app import events
 from app import fleet
 from app import outbox
 from app import queries
+from app import review
 from app import routing
 from app import state
 from app.framework.registry import registry
+from app.status import CheckpointEventKind
+from app.status import OnTimeout
 from worker import transport
 
 log = logging.getLogger(__name__)
@@ -48,13 +55,17 @@ def register(celery: Celery) -> None:
     celery.task(name="agentq.sweep", ignore_result=True)(sweep)
 
 
-def sweep() -> dict[str, int]:
-    """Run one sweep; returns how many rows each part handled."""
+def sweep(now: datetime | None = None) -> dict[str, int]:
+    """Run one sweep; returns how many rows each part handled. ``now`` is the time the
+    checkpoints' deadlines, reminders and escalations are measured against (the clock's
+    by default)."""
+    now = now or datetime.now(UTC)
     released = sum(
         state.release_lapsed(row.attempt_id, row.job_id, row.step)
         for row in queries.lapsed_leases()
     )
-    expired = sum(state.expire_checkpoint(cid) for cid in queries.expired_checkpoints())
+    expired = time_out_due(now)
+    fired = fire_due_events(now)
     due = outbox.publish_due(older_than=current_app.config["OUTBOX_GRACE_SECONDS"])
     unrunnable = sum(state.fail_unrunnable(u.job_id, u.step, u.reason) for u in due.unrunnable)
     lease = current_app.config["STEP_LEASE_SECONDS"]
@@ -66,6 +77,8 @@ def sweep() -> dict[str, int]:
         "released": released,
         "stalled": stalled,
         "expired": expired,
+        "reminded": fired[CheckpointEventKind.REMINDER],
+        "escalated": fired[CheckpointEventKind.ESCALATION],
         "published": due.sent,
         "unrunnable": unrunnable,
         "returned": returned,
@@ -82,11 +95,38 @@ def sweep() -> dict[str, int]:
 DONE = {
     "released": "re-dispatched {} step(s) whose claim lease lapsed",
     "stalled": "dispatched again {} stalled job(s) that no message would bring",
-    "expired": "expired {} checkpoint(s)",
+    "expired": "decided {} checkpoint(s) whose deadline passed",
+    "reminded": "reminded the approvers of {} checkpoint(s)",
+    "escalated": "escalated {} checkpoint(s)",
     "published": "published {} dispatch(es) left in the outbox",
     "unrunnable": "failed {} job(s) whose next step this release does not have",
     "returned": "put back {} step message(s) whose worker was lost",
 }
+
+
+def time_out_due(now: datetime) -> int:
+    """Decide the pending checkpoints whose deadline passed by ``now``, each as its policy's
+    ``onTimeout`` says; how many were (one decided first by a reviewer is not)."""
+    default = current_app.config["REVIEW_DEFAULTS"].resolved().on_timeout
+    decided = 0
+    for row in queries.expired_checkpoints(now, default.value):
+        reason = (
+            f"no decision within {row.expires_in:g}s"
+            if row.expires_in
+            else "no decision before its deadline"
+        )
+        decided += review.time_out(row.id, OnTimeout(row.on_timeout), reason, now)
+    return decided
+
+
+def fire_due_events(now: datetime) -> Counter[str]:
+    """Fire the reminders and escalations due by ``now``, each once, and announce them;
+    how many of each kind."""
+    fired = queries.fire_checkpoint_events(now)
+    for row in fired:
+        event = events.FiredEvent(row.kind, row.checkpoint_id, row.job_id, row.data)
+        events.checkpoint_event.send(row.handler, event=event)
+    return Counter(row.kind for row in fired)
 
 
 #: Most messages a sweep reads from the step queues to find jobs no message will bring.

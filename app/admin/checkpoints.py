@@ -26,6 +26,7 @@ from app.admin.display import present_edit
 from app.admin.filters import ago
 from app.admin.filters import when
 from app.errors import AlreadyDecided
+from app.errors import ForbiddenError
 from app.errors import InvalidEdit
 from app.errors import InvalidTransition
 from app.errors import field_messages
@@ -53,7 +54,7 @@ def _pending(job_type: str | None, cursor: str | None) -> tuple[list[Checkpoint]
     """
     stmt = queries.pending_checkpoints(job_type=job_type).options(
         so.load_only(Checkpoint.title, Checkpoint.created_at),
-        so.lazyload(Checkpoint.decision),
+        so.lazyload(Checkpoint.votes),
         so.contains_eager(Checkpoint.job).load_only(
             Job.job_type, Job.task_description, Job.priority, Job.user_id
         ),
@@ -143,7 +144,7 @@ def _decided_first(checkpoint: Checkpoint) -> str:
     decision = checkpoint.decision
     if decision is None:
         return f"Already {checkpoint.status.lower()} at {when(checkpoint.decided_at)}."
-    who = decision.user.name if decision.user else "a deleted user"
+    who = decision.decided_by or "a deleted user"
     message = f"Already {decision.outcome.lower()} by {who} at {when(decision.created_at)}"
     if decision.outcome == Outcome.REJECTED and decision.reason:
         message += f": {decision.reason}"
@@ -162,7 +163,7 @@ def _decide(checkpoint_id: uuid.UUID, outcome: Outcome, **decision: Any):
         review.decide(checkpoint_id, outcome, actor, **decision)
     except AlreadyDecided as error:
         flash(_decided_first(error.checkpoint), "warning")
-    except (InvalidTransition, InvalidEdit) as error:
+    except (InvalidTransition, InvalidEdit, ForbiddenError) as error:
         flash(error.message, "error")
     else:
         flash("Approved." if outcome == Outcome.APPROVED else "Rejected.", "success")

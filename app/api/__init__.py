@@ -35,11 +35,10 @@ from app.api import checkpoints
 from app.api import fleet
 from app.api import health
 from app.api import jobs
+from app.api.errors import error_object
 from app.errors import AgentqError
-from app.errors import AlreadyDecided
 from app.errors import field_messages
 from app.extensions import db
-from app.schemas import CheckpointSchema
 from app.schemas import ErrorEnvelopeSchema
 from app.schemas import job_type_enum
 from app.sql import database_unavailable
@@ -178,10 +177,8 @@ def handle_database_error(error: Exception):
 
 def handle_agentq_error(error: AgentqError):
     db.session.rollback()
-    details = error.details
-    if isinstance(error, AlreadyDecided):
-        details = {"checkpoint": CheckpointSchema().dump(error.checkpoint)}
-    return error_response(error.status, error.code, error.message, details)
+    body = error_object(error)
+    return error_response(error.status, body["code"], body["message"], body["details"])
 
 
 api = Api()

@@ -9,7 +9,13 @@ scrape time, so every process agrees.
 =========================================  =======================================
 ``agentq_jobs_created_total``              counter {job_type}
 ``agentq_checkpoints_decided_total``       counter {job_type, outcome}: approved,
-                                           rejected, expired
+                                           rejected, changes_requested, expired
+``agentq_checkpoint_votes_total``          counter {job_type, outcome}: every vote
+``agentq_checkpoint_timeouts_total``       counter {job_type, on_timeout}: deadlines
+                                           that decided (approve, reject, fail)
+``agentq_checkpoint_revisions_total``      counter {job_type}: changes requested
+``agentq_checkpoint_reminders_total``      counter {job_type}: reminders fired
+``agentq_checkpoint_escalations_total``    counter {job_type}: escalations fired
 ``agentq_checkpoint_wait_seconds``         histogram {job_type, outcome}: creation
                                            to decision
 ``agentq_job_duration_seconds``            histogram {job_type, outcome}: creation
@@ -41,6 +47,9 @@ from prometheus_client import Histogram
 
 from app import events
 from app.events import FinishedJob
+from app.status import CheckpointEventKind
+from app.status import OnTimeout
+from app.status import Outcome
 from app.status import StepOutcome
 from app.status import StepStatus
 
@@ -66,6 +75,36 @@ CHECKPOINTS_DECIDED = Counter(
     "agentq_checkpoints_decided_total",
     "Approval checkpoints decided, by job type and outcome (approved, rejected, expired)",
     ["job_type", "outcome"],
+    registry=REGISTRY,
+)
+CHECKPOINT_VOTES = Counter(
+    "agentq_checkpoint_votes_total",
+    "Votes on approval checkpoints, by job type and outcome (each approval of a quorum)",
+    ["job_type", "outcome"],
+    registry=REGISTRY,
+)
+CHECKPOINT_TIMEOUTS = Counter(
+    "agentq_checkpoint_timeouts_total",
+    "Approval checkpoints decided by their deadline, by what the policy said (onTimeout)",
+    ["job_type", "on_timeout"],
+    registry=REGISTRY,
+)
+CHECKPOINT_REVISIONS = Counter(
+    "agentq_checkpoint_revisions_total",
+    "Approval checkpoints sent back for changes (each opens the next version)",
+    ["job_type"],
+    registry=REGISTRY,
+)
+CHECKPOINT_REMINDERS = Counter(
+    "agentq_checkpoint_reminders_total",
+    "Reminders sent to the approvers of pending checkpoints (remindAt)",
+    ["job_type"],
+    registry=REGISTRY,
+)
+CHECKPOINT_ESCALATIONS = Counter(
+    "agentq_checkpoint_escalations_total",
+    "Pending checkpoints escalated to more approvers (escalateTo)",
+    ["job_type"],
     registry=REGISTRY,
 )
 CHECKPOINT_WAIT = Histogram(
@@ -138,10 +177,32 @@ def _job_finished(job_type: str, *, job: FinishedJob) -> None:
 
 @_never_raises
 def _checkpoint_decided(job_type: str, *, checkpoint: Any) -> None:
-    """A decision (approved, rejected, expired) and its wait, creation to decision."""
+    """A settled checkpoint (approved, rejected, changes requested, expired) and its wait,
+    creation to decision."""
     labels = (job_type, checkpoint.status.lower())
     CHECKPOINTS_DECIDED.labels(*labels).inc()
     CHECKPOINT_WAIT.labels(*labels).observe(_seconds(checkpoint.created_at, checkpoint.decided_at))
+
+
+@_never_raises
+def _checkpoint_voted(job_type: str, *, checkpoint: Any, outcome: Outcome) -> None:
+    CHECKPOINT_VOTES.labels(job_type, outcome.value.lower()).inc()
+    if outcome == Outcome.CHANGES_REQUESTED:
+        CHECKPOINT_REVISIONS.labels(job_type).inc()
+
+
+@_never_raises
+def _checkpoint_timed_out(job_type: str, *, on_timeout: OnTimeout) -> None:
+    CHECKPOINT_TIMEOUTS.labels(job_type, on_timeout.value).inc()
+
+
+@_never_raises
+def _checkpoint_event(job_type: str, *, event: events.FiredEvent) -> None:
+    counter = {
+        CheckpointEventKind.REMINDER: CHECKPOINT_REMINDERS,
+        CheckpointEventKind.ESCALATION: CHECKPOINT_ESCALATIONS,
+    }[CheckpointEventKind(event.kind)]
+    counter.labels(job_type).inc()
 
 
 @_never_raises
@@ -157,4 +218,7 @@ def listen() -> None:
     events.job_created.connect(_job_created)
     events.job_finished.connect(_job_finished)
     events.checkpoint_decided.connect(_checkpoint_decided)
+    events.checkpoint_voted.connect(_checkpoint_voted)
+    events.checkpoint_timed_out.connect(_checkpoint_timed_out)
+    events.checkpoint_event.connect(_checkpoint_event)
     events.step_ended.connect(_step_ended)

@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import psycopg2 as pg_dialect
 from sqlalchemy.pool import Pool
 
 from app.extensions import db
+from app.status import CheckpointEventKind
 from app.status import CheckpointStatus
 from app.status import JobStatus
 from app.status import Outcome
@@ -57,7 +58,8 @@ REPEATABLE = {"authenticate", "claim_step", "renew_leases", "published", "unpubl
 
 
 #: The vocabulary's values, by the parameter names the statements use for them
-#: (``:job_pending``, ``:step_running``, ``:checkpoint_pending``, ``:outcome_approved``).
+#: (``:job_pending``, ``:step_running``, ``:checkpoint_pending``, ``:outcome_approved``,
+#: ``:event_reminder``).
 VOCABULARY = {
     f"{prefix}_{member.name.lower()}": member.value
     for prefix, vocabulary in (
@@ -65,6 +67,7 @@ VOCABULARY = {
         ("step", StepStatus),
         ("checkpoint", CheckpointStatus),
         ("outcome", Outcome),
+        ("event", CheckpointEventKind),
     )
     for member in vocabulary
 }

@@ -32,9 +32,9 @@ WITH caller AS (
                     FOR UPDATE SKIP LOCKED)
 ), job AS (
     INSERT INTO jobs (user_id, job_type, task_description, input_data, priority, status,
-                      current_step, idempotency_key)
+                      current_step, idempotency_key, review)
     SELECT caller.id, :job_type, :task_description, CAST(:input_data AS jsonb), :priority,
-           :status, :step, :idempotency_key
+           :status, :step, :idempotency_key, CAST(:review AS jsonb)
       FROM caller
     ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id, created_at, updated_at
@@ -60,9 +60,10 @@ SELECT caller.id AS user_id, caller.name AS user_name, caller.is_admin,
 -- lapsed) in one statement: the guarded UPDATE, the attempt's ledger row, other running
 -- attempts of the step marked lost, the dispatch intent that brought the step here
 -- dropped; and what the step needs: the job, what earlier steps returned (each step's
--- latest successful attempt) and the last approval on the job's way to this step (on a
+-- latest successful attempt), the last approval on the job's way to this step (on a
 -- checkpoint resuming at this step or at one that succeeded), so a retry after a later
--- rejection still sees an earlier approver's edit. No row: it is not this step's turn.
+-- rejection still sees an earlier approver's edit (the latest edit of its approvers), and
+-- the last request for changes to this step's proposals. No row: it is not this step's turn.
 WITH claimed AS (
     UPDATE jobs
        SET status = :status,
@@ -78,7 +79,7 @@ WITH claimed AS (
                                   WHERE s.id = jobs.claim_step_id
                                     AND (s.status <> :step_running
                                          OR s.lease_expires_at < clock_timestamp())))
-    RETURNING id, job_type, step_attempts, task_description, input_data
+    RETURNING id, job_type, step_attempts, task_description, input_data, review
 ), attempt AS (
     INSERT INTO job_steps (id, job_id, step, attempt, worker, task_id, lease_expires_at)
     SELECT :attempt_id, claimed.id, :step,
@@ -99,29 +100,46 @@ WITH claimed AS (
        AND EXISTS (SELECT FROM claimed)
 )
 SELECT claimed.job_type, claimed.step_attempts, claimed.task_description, claimed.input_data,
-       attempt.attempt,
+       claimed.review, attempt.attempt,
        (SELECT coalesce(jsonb_object_agg(o.step, o.output), '{}'::jsonb)
           FROM (SELECT DISTINCT ON (step) step, output FROM job_steps
                  WHERE job_id = :job_id AND status = :step_succeeded
                  ORDER BY step, attempt DESC) o) AS outputs,
        (SELECT jsonb_build_object(
-                   'outcome', d.outcome, 'approver', u.name, 'reason', d.reason,
-                   'data', d.data, 'proposed', c.data, 'checkpoint_id', c.id)
+                   'outcome', d.outcome, 'approver', coalesce(u.name, d.actor),
+                   'reason', d.reason, 'option', d.option, 'proposed', c.data,
+                   'checkpoint_id', c.id,
+                   'data', (SELECT e.data FROM decisions e
+                             WHERE e.checkpoint_id = c.id AND e.outcome = :outcome_approved
+                               AND e.data IS NOT NULL
+                             ORDER BY e.created_at DESC LIMIT 1))
           FROM decisions d
           JOIN checkpoints c ON c.id = d.checkpoint_id
           LEFT JOIN users u ON u.id = d.user_id
-         WHERE c.job_id = :job_id AND d.outcome = :outcome_approved
+         WHERE c.job_id = :job_id AND c.status = :checkpoint_approved
+           AND d.outcome = :outcome_approved
            AND (c.resume_step = :step
                 OR c.resume_step IN (SELECT step FROM job_steps
                                       WHERE job_id = :job_id AND status = :step_succeeded))
          ORDER BY d.created_at DESC
-         LIMIT 1) AS decision
+         LIMIT 1) AS decision,
+       (SELECT jsonb_build_object(
+                   'text', d.reason, 'data', d.data, 'by', coalesce(u.name, d.actor),
+                   'version', c.version, 'checkpoint_id', c.id)
+          FROM decisions d
+          JOIN checkpoints c ON c.id = d.checkpoint_id
+          LEFT JOIN users u ON u.id = d.user_id
+         WHERE c.job_id = :job_id AND c.step = :step
+           AND d.outcome = :outcome_changes_requested
+         ORDER BY d.created_at DESC
+         LIMIT 1) AS feedback
   FROM claimed, attempt
 
 -- finish_step --
 -- Record a step's result and advance the job, in one statement: the job's guarded move
--- (the attempt must still hold the claim), the attempt, the checkpoints it opened, its log
--- lines, and the next step's dispatch intent when ``dispatch``. No row: the attempt had lost
+-- (the attempt must still hold the claim), the attempt, the checkpoints it opened (each the
+-- next version of the step's checkpoints) with the reminders and escalations their
+-- policies schedule, its log lines, and the next step's dispatch intent when ``dispatch``. No row: the attempt had lost
 -- its claim and nothing was written.
 WITH job AS (
     UPDATE jobs
@@ -141,12 +159,23 @@ WITH job AS (
      WHERE id = :attempt_id AND status = :step_running AND EXISTS (SELECT FROM job)
 ), opened AS (
     INSERT INTO checkpoints (id, job_id, type, status, title, data, handler, step, resume_step,
-                             expires_at)
-    SELECT c.id, job.id, c.type, c.status, c.title, c.data, job.job_type, :step, :next_step,
-           clock_timestamp() + make_interval(secs => c.expires_in)
+                             expires_at, policy, approvers, version)
+    SELECT c.id, job.id, c.type, c.status, c.title, c.data, job.job_type, CAST(:step AS text),
+           :next_step,
+           clock_timestamp() + make_interval(secs => c.expires_in), c.policy,
+           CASE WHEN c.approvers IS NOT NULL
+                THEN ARRAY(SELECT jsonb_array_elements_text(c.approvers)) END,
+           1 + (SELECT count(*) FROM checkpoints p
+                 WHERE p.job_id = job.id AND p.step = CAST(:step AS text) AND p.type = c.type)
       FROM job, jsonb_to_recordset(CAST(:checkpoints AS jsonb))
-           AS c(id uuid, type text, status text, title text, data jsonb, expires_in float8)
+           AS c(id uuid, type text, status text, title text, data jsonb, expires_in float8,
+                policy jsonb, approvers jsonb)
     RETURNING id, status
+), scheduled AS (
+    INSERT INTO checkpoint_events (checkpoint_id, kind, due_at, data)
+    SELECT c.id, e.kind, clock_timestamp() + make_interval(secs => e.due_in), e.data
+      FROM job, jsonb_to_recordset(CAST(:checkpoints AS jsonb)) AS c(id uuid, events jsonb),
+           jsonb_to_recordset(coalesce(c.events, '[]')) AS e(kind text, due_in float8, data jsonb)
 ), logged AS (
     INSERT INTO job_logs (job_id, step, kind, message, data, created_at)
     SELECT job.id, l.step, l.kind, l.message, l.data, coalesce(l.at, clock_timestamp())
@@ -229,20 +258,27 @@ DELETE FROM outbox WHERE id = ANY(:ids)
 UPDATE outbox SET attempts = attempts + 1, last_error = :error WHERE id = ANY(:ids)
 
 -- decide --
--- Approve or reject a pending checkpoint as the caller (a user by id, or the holder of an
--- API token not revoked, its last use recorded as ``authenticate`` records it), who must be
--- an admin, in one statement. The job's row is locked first (as cancel locks it first), so
--- decisions, cancels and expiries of one job take their turns. Then the checkpoint's guarded
--- move, the decision, the job's move (PENDING at the resume step with a dispatch intent,
--- COMPLETED with the last step's output when there is no next step, or FAILED), and the
--- log line. No row: no such caller. A row without a checkpoint: not decided here (the
--- caller is not an admin, the checkpoint does not exist, was decided first, or its job is
--- not waiting).
+-- A vote on a pending checkpoint, in one statement, by the caller: a user by id, the holder
+-- of an API token not revoked (its last use recorded as ``authenticate`` records it), who
+-- must be an admin; or a system actor (``:system_actor``: the deadline, once past ``:now``).
+-- The job's row is locked first (as cancel locks it first), then the checkpoint's, so the
+-- votes, cancels and expiries of one job take their turns and each vote counts those before
+-- it. A user votes once, when ``agentq_may_decide`` lets them, on the version named (NULL:
+-- the current). The vote settles the checkpoint when it is the last approval the policy
+-- needs, a rejection that vetoes (or leaves too few who could still approve), a request
+-- for changes (within ``maxRevisions``) or the system's; then the job moves: PENDING at the
+-- resume step (or the option's) with a dispatch intent, COMPLETED with the last step's
+-- output when there is no next step, PENDING at the checkpoint's step to propose again, or
+-- FAILED. The decision and a log line are written for every vote. No row: no such caller.
+-- A row without a checkpoint: no vote here (``app.state`` reads why).
 WITH caller AS (
     (SELECT id, name, is_admin FROM users WHERE id = :user_id
      UNION ALL
      SELECT u.id, u.name, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id
-      WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL)
+      WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL
+     UNION ALL
+     SELECT NULL::uuid, CAST(:system_actor AS text), true
+      WHERE CAST(:system_actor AS text) IS NOT NULL)
     LIMIT 1
 ), used AS (
     UPDATE api_tokens SET last_used_at = clock_timestamp()
@@ -251,53 +287,119 @@ WITH caller AS (
                     AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - interval '1 minute')
                     FOR UPDATE SKIP LOCKED)
 ), target AS (
-    SELECT j.id, j.status
+    SELECT j.id, j.status, j.user_id
       FROM jobs j
      WHERE j.id = (SELECT job_id FROM checkpoints WHERE id = :checkpoint_id)
        AND EXISTS (SELECT FROM caller WHERE is_admin)
        FOR UPDATE OF j
+), current AS (
+    -- Locked after the job: the row as the previous vote left it.
+    SELECT c.id, c.status, c.version, c.approvers, c.approvals, c.rejections, c.voters,
+           c.expires_at, c.policy, c.resume_step,
+           target.status AS job_status, target.user_id AS owner_id,
+           coalesce(CAST(c.policy->>'minApprovals' AS int), 1) AS needed,
+           coalesce(CAST(c.policy->>'vetoOnReject' AS boolean), true) AS veto,
+           coalesce(CAST(c.policy->>'allowSelfApproval' AS boolean), false) AS allow_self
+      FROM checkpoints c JOIN target ON target.id = c.job_id
+     WHERE c.id = :checkpoint_id
+       FOR UPDATE OF c
+), vote AS (
+    SELECT current.id,
+           CASE WHEN caller.id IS NULL
+                  OR CAST(:outcome AS text) IN (:outcome_changes_requested, :outcome_expired)
+                THEN CAST(:outcome AS text)
+                WHEN :outcome = :outcome_approved
+                THEN CASE WHEN current.approvals + 1 >= current.needed
+                          THEN :checkpoint_approved ELSE :checkpoint_pending END
+                WHEN current.veto
+                  OR current.rejections + 1 > (SELECT count(*) FROM users u
+                                                WHERE u.is_admin
+                                                  AND agentq_may_decide(current.approvers,
+                                                        current.allow_self, current.owner_id,
+                                                        u.id, u.name)) - current.needed
+                THEN :checkpoint_rejected
+                ELSE :checkpoint_pending END AS status,
+           (SELECT o->>'step' FROM jsonb_array_elements(current.policy->'options') o
+             WHERE o->>'name' = :option) AS option_step
+      FROM current, caller
+     WHERE current.status = :checkpoint_pending
+       AND current.job_status = :job_waiting_approval
+       AND current.version = coalesce(CAST(:version AS int), current.version)
+       AND (CAST(:option AS text) IS NULL
+            OR current.policy->'options' @> jsonb_build_array(jsonb_build_object('name', :option)))
+       AND (CAST(:outcome AS text) <> :outcome_changes_requested
+            OR current.policy->>'maxRevisions' IS NULL
+            OR current.version <= CAST(current.policy->>'maxRevisions' AS int))
+       AND CASE WHEN caller.id IS NULL
+                THEN current.expires_at <= CAST(:now AS timestamptz)
+                ELSE NOT caller.id = ANY(current.voters)
+                     AND agentq_may_decide(current.approvers, current.allow_self,
+                                           current.owner_id, caller.id, caller.name) END
 ), checkpoint AS (
     UPDATE checkpoints c
-       SET status = :status, decided_at = clock_timestamp()
-      FROM target
-     WHERE c.id = :checkpoint_id AND c.status = :checkpoint_pending AND target.status = :job_waiting_approval
+       SET status = vote.status,
+           approvals = c.approvals + CASE WHEN :outcome = :outcome_approved THEN 1 ELSE 0 END,
+           rejections = c.rejections + CASE WHEN :outcome = :outcome_rejected THEN 1 ELSE 0 END,
+           voters = CASE WHEN caller.id IS NULL THEN c.voters ELSE c.voters || caller.id END,
+           resume_step = coalesce(vote.option_step, c.resume_step),
+           decided_at = CASE WHEN vote.status <> :checkpoint_pending THEN clock_timestamp() END
+      FROM vote, caller
+     WHERE c.id = vote.id
     RETURNING c.*
 ), decision AS (
-    INSERT INTO decisions (checkpoint_id, user_id, outcome, reason, data, ip, user_agent)
-    SELECT checkpoint.id, caller.id, :outcome, :reason, CAST(:data AS jsonb),
-           CAST(:ip AS inet), :user_agent
+    INSERT INTO decisions (checkpoint_id, user_id, actor, outcome, option, reason, data, ip,
+                           user_agent)
+    SELECT checkpoint.id, caller.id, CASE WHEN caller.id IS NULL THEN caller.name END,
+           :outcome, :option, :reason, CAST(:data AS jsonb), CAST(:ip AS inet), :user_agent
       FROM checkpoint, caller
     RETURNING id, created_at
 ), job AS (
     UPDATE jobs j
-       SET status = CASE WHEN :approved AND checkpoint.resume_step IS NOT NULL THEN :job_pending
-                         WHEN :approved THEN :job_completed
+       SET status = CASE WHEN checkpoint.status = :checkpoint_approved
+                          AND checkpoint.resume_step IS NOT NULL THEN :job_pending
+                         WHEN checkpoint.status = :checkpoint_approved THEN :job_completed
+                         WHEN checkpoint.status = :checkpoint_changes_requested THEN :job_pending
                          ELSE :job_failed END,
-           current_step = CASE WHEN :approved THEN checkpoint.resume_step
-                               ELSE checkpoint.step END,
-           step_attempts = CASE WHEN :approved THEN 0 ELSE j.step_attempts END,
-           result = CASE WHEN :approved AND checkpoint.resume_step IS NULL
+           current_step = CASE WHEN checkpoint.status = :checkpoint_approved
+                               THEN checkpoint.resume_step ELSE checkpoint.step END,
+           step_attempts = CASE WHEN checkpoint.status IN (:checkpoint_approved,
+                                                            :checkpoint_changes_requested)
+                                THEN 0 ELSE j.step_attempts END,
+           result = CASE WHEN checkpoint.status = :checkpoint_approved
+                          AND checkpoint.resume_step IS NULL
                          THEN (SELECT s.output FROM job_steps s
                                 WHERE s.job_id = j.id AND s.step = checkpoint.step
                                   AND s.status = :step_succeeded
                                 ORDER BY s.attempt DESC LIMIT 1)
                          ELSE j.result END,
-           error = CASE WHEN :approved THEN j.error ELSE :error END,
-           finished_at = CASE WHEN :approved AND checkpoint.resume_step IS NOT NULL THEN NULL
+           error = CASE WHEN checkpoint.status IN (:checkpoint_approved,
+                                                    :checkpoint_changes_requested)
+                        THEN j.error ELSE :error END,
+           finished_at = CASE WHEN checkpoint.status = :checkpoint_changes_requested
+                                OR (checkpoint.status = :checkpoint_approved
+                                    AND checkpoint.resume_step IS NOT NULL) THEN NULL
                               ELSE clock_timestamp() END,
            updated_at = clock_timestamp()
       FROM checkpoint
-     WHERE j.id = checkpoint.job_id
-    RETURNING j.id, j.status, j.job_type, j.priority, j.created_at, j.finished_at
+     WHERE j.id = checkpoint.job_id AND checkpoint.status <> :checkpoint_pending
+    RETURNING j.id, j.status, j.current_step, j.job_type, j.priority, j.created_at,
+              j.finished_at
 ), logged AS (
     INSERT INTO job_logs (job_id, step, kind, message)
-    SELECT checkpoint.job_id, checkpoint.step, :log_kind,
-           concat(CAST(:log_head AS text), ' by ', caller.name, ': ' || nullif(:reason, ''))
+    SELECT checkpoint.job_id, checkpoint.step,
+           CASE WHEN checkpoint.status = :checkpoint_pending THEN 'vote' ELSE :log_kind END,
+           concat(CASE WHEN checkpoint.status = :checkpoint_pending THEN CAST(:vote_head AS text)
+                       ELSE CAST(:log_head AS text) END,
+                  ' by ', caller.name,
+                  CASE WHEN coalesce(CAST(checkpoint.policy->>'minApprovals' AS int), 1) > 1
+                       THEN format(' (%s/%s approvals)', checkpoint.approvals,
+                                   checkpoint.policy->>'minApprovals') END,
+                  ': ' || nullif(:reason, ''))
       FROM checkpoint, caller
 ), dispatch AS (
     INSERT INTO outbox (job_id, step, traceparent, baggage, continuation)
-    SELECT job.id, checkpoint.resume_step, :traceparent, :baggage, true
-      FROM job, checkpoint
+    SELECT job.id, job.current_step, :traceparent, :baggage, true
+      FROM job
      WHERE job.status = :job_pending
     RETURNING id
 )
@@ -307,18 +409,28 @@ SELECT caller.id AS user_id, caller.name AS user_name, caller.is_admin,
   LEFT JOIN (
       SELECT checkpoint.*, decision.id AS decision_id,
              decision.created_at AS decision_created_at,
-             job.status AS job_status, job.priority AS job_priority,
+             job.status AS job_status, job.current_step AS job_step,
+             job.priority AS job_priority,
              job.created_at AS job_created_at, job.finished_at AS job_finished_at,
              (SELECT id FROM dispatch) AS outbox_id
-        FROM checkpoint, decision, job
+        FROM checkpoint CROSS JOIN decision LEFT JOIN job ON true
   ) decided ON true
 
 -- pending_checkpoints --
 -- A page of pending checkpoints, oldest first, after the keyset (created_at, id), each
--- with its job and owner in the same row; ``job_type`` NULL: every type. Page 1 passes
--- the smallest keyset there is, so every page is one range scan of ix_checkpoints_pending.
+-- with its job, owner and votes in the same row, and whether the viewer (a user by id and
+-- name) may vote on it; ``job_type`` NULL: every type; ``mine``: only those the viewer may
+-- vote on. Page 1 passes the smallest keyset there is, so every page is one range scan of
+-- ix_checkpoints_pending.
 SELECT c.id, c.job_id, c.type, c.status, c.title, c.data, c.step, c.resume_step,
-       c.created_at, c.expires_at, c.decided_at,
+       c.created_at, c.expires_at, c.decided_at, c.version, c.policy, c.approvers,
+       c.approvals, c.rejections, may.decide AS may_decide,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'id', d.id, 'outcome', d.outcome, 'decided_by', coalesce(v.name, d.actor),
+                   'user_id', d.user_id, 'reason', d.reason, 'option', d.option,
+                   'created_at', d.created_at) ORDER BY d.created_at), '[]'::jsonb)
+          FROM decisions d LEFT JOIN users v ON v.id = d.user_id
+         WHERE d.checkpoint_id = c.id) AS votes,
        j.job_type, j.task_description, j.input_data, j.priority, j.status AS job_status,
        j.current_step, j.result, j.error, j.user_id, u.name AS owner,
        j.created_at AS job_created_at, j.updated_at AS job_updated_at,
@@ -326,8 +438,16 @@ SELECT c.id, c.job_id, c.type, c.status, c.title, c.data, c.step, c.resume_step,
   FROM checkpoints c
   JOIN jobs j ON j.id = c.job_id
   JOIN users u ON u.id = j.user_id
+ CROSS JOIN LATERAL (
+       SELECT NOT coalesce(CAST(:viewer_id AS uuid) = ANY(c.voters), false)
+              AND agentq_may_decide(c.approvers,
+                                    coalesce(CAST(c.policy->>'allowSelfApproval' AS boolean),
+                                             false),
+                                    j.user_id, CAST(:viewer_id AS uuid), :viewer_name)
+              AS decide) may
  WHERE c.status = :checkpoint_pending
    AND (c.created_at, c.id) > (CAST(:after_created AS timestamptz), CAST(:after_id AS uuid))
    AND (CAST(:job_type AS text) IS NULL OR j.job_type = :job_type)
+   AND (NOT :mine OR may.decide)
  ORDER BY c.created_at, c.id
  LIMIT :limit

@@ -26,10 +26,61 @@ SELECT j.id AS job_id, j.current_step AS step
  LIMIT :limit
 
 -- expired_checkpoints --
--- Pending checkpoints past their expiry time.
-SELECT id FROM checkpoints
- WHERE status = :checkpoint_pending AND expires_at < clock_timestamp()
+-- Pending checkpoints whose deadline passed by ``now``, with what their policy does then.
+SELECT id, coalesce(policy->>'onTimeout', :on_timeout) AS on_timeout,
+       CAST(policy->>'expiresIn' AS float8) AS expires_in
+  FROM checkpoints
+ WHERE status = :checkpoint_pending AND expires_at <= CAST(:now AS timestamptz)
+ ORDER BY expires_at
  LIMIT :limit
+
+-- fire_checkpoint_events --
+-- Fire the reminders and escalations due by ``now`` of pending checkpoints, each once: the
+-- rows a sweep claims are marked fired (a sweep running beside it skips them), an
+-- escalation adds its approvers to a checkpoint that names some, and each writes a line on
+-- its job's timeline. The events of checkpoints decided meanwhile are dropped.
+WITH due AS (
+    SELECT e.id FROM checkpoint_events e
+     WHERE e.fired_at IS NULL AND e.due_at <= CAST(:now AS timestamptz)
+     ORDER BY e.due_at
+     LIMIT :limit
+       FOR UPDATE SKIP LOCKED
+), dropped AS (
+    DELETE FROM checkpoint_events e
+     USING due, checkpoints c
+     WHERE e.id = due.id AND c.id = e.checkpoint_id AND c.status <> :checkpoint_pending
+), fired AS (
+    UPDATE checkpoint_events e
+       SET fired_at = clock_timestamp()
+      FROM due, checkpoints c
+     WHERE e.id = due.id AND c.id = e.checkpoint_id AND c.status = :checkpoint_pending
+    RETURNING e.id, e.kind, e.data, e.checkpoint_id, c.job_id, c.handler, c.step, c.title,
+              c.expires_at
+), escalated AS (
+    UPDATE checkpoints c
+       SET approvers = ARRAY(SELECT DISTINCT a
+                               FROM unnest(c.approvers || ARRAY(
+                                        SELECT jsonb_array_elements_text(
+                                                   fired.data->'escalateTo'))) AS a
+                              ORDER BY a)
+      FROM fired
+     WHERE c.id = fired.checkpoint_id AND fired.kind = :event_escalation
+       AND c.approvers IS NOT NULL
+), logged AS (
+    INSERT INTO job_logs (job_id, step, kind, message, data)
+    SELECT fired.job_id, fired.step, fired.kind,
+           CASE WHEN fired.kind = :event_reminder
+                THEN format('Reminder: checkpoint "%s" is decided by its deadline in %s',
+                            fired.title,
+                            make_interval(secs => CAST(fired.data->>'before' AS float8)))
+                ELSE format('Escalated: %s may now decide checkpoint "%s"',
+                            array_to_string(ARRAY(SELECT jsonb_array_elements_text(
+                                                          fired.data->'escalateTo')), ', '),
+                            fired.title) END,
+           jsonb_build_object('checkpointId', fired.checkpoint_id) || coalesce(fired.data, '{}')
+      FROM fired
+)
+SELECT id, kind, data, checkpoint_id, job_id, handler FROM fired
 
 -- job_counts --
 -- Jobs by status, for metrics and the fleet view.

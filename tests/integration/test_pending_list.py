@@ -84,7 +84,7 @@ def test_a_users_decision_is_refused_and_changes_nothing(app, admin, user):
 def test_each_entry_is_the_schema_of_the_checkpoint_and_its_job(app, admin, user):
     """Given a parked job, when it is listed, then its entry is exactly what
     PendingCheckpointSchema makes of the checkpoint and its job read through the ORM (the
-    documented shape, down to the timestamps)."""
+    documented shape, down to the timestamps), and says the admin may decide it."""
     from app.extensions import db
     from app.models import Checkpoint
     from app.schemas import PendingCheckpointSchema
@@ -95,4 +95,4 @@ def test_each_entry_is_the_schema_of_the_checkpoint_and_its_job(app, admin, user
     with app.app_context():
         checkpoint = db.session.get(Checkpoint, uuid.UUID(checkpoint_id))
         expected = PendingCheckpointSchema().dump(checkpoint)
-    assert entry == expected
+    assert entry == {**expected, "mayDecide": True}

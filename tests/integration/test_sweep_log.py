@@ -31,7 +31,7 @@ def test_a_sweep_with_nothing_to_do_logs_at_debug_and_one_that_acts_says_what_it
     app, user, caplog
 ):
     """Given nothing for the sweep to do, when it runs, then its only line is DEBUG; given a
-    checkpoint past its expiry, when it runs, then one INFO line says it expired it."""
+    checkpoint past its deadline, when it runs, then one INFO line says it decided it."""
     from app.extensions import db
 
     idle = sweep(app, caplog)
@@ -44,5 +44,5 @@ def test_a_sweep_with_nothing_to_do_logs_at_debug_and_one_that_acts_says_what_it
 
     acted = sweep(app, caplog)
     assert [(r.levelno, r.getMessage()) for r in acted] == [
-        (logging.INFO, "sweep: expired 1 checkpoint(s)")
+        (logging.INFO, "sweep: decided 1 checkpoint(s) whose deadline passed")
     ]
