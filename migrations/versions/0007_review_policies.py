@@ -105,6 +105,12 @@ def upgrade():
     op.create_check_constraint(
         "status_known", "checkpoints", f"status IN ({_in(_CHECKPOINT_STATUSES)})"
     )
+    # Checkpoints pending at the upgrade keep the rules they were opened under: their
+    # submitter may decide them, and their expiry fails the job.
+    op.execute(
+        'UPDATE checkpoints SET policy = \'{"allowSelfApproval": true, "onTimeout": "fail"}\''
+        " WHERE status = 'PENDING' AND type = 'APPROVAL_REQUIRED'"
+    )
 
     op.drop_constraint("decisions_checkpoint_id_key", "decisions", type_="unique")
     op.create_index("ix_decisions_checkpoint", "decisions", ["checkpoint_id", "created_at"])
