@@ -985,8 +985,8 @@ def _current_version(checkpoint: Checkpoint) -> Checkpoint:
 
 def _check_request(checkpoint_id: uuid.UUID, outcome: Outcome, data: Any, option: str | None):
     """Check a vote's ``option`` and ``data`` against the checkpoint: the option must be one
-    of its policy's, the data fit the step's schema of edits (for an approval) and the
-    policy's ``dataSchema``.
+    of its policy's, the data fit the step's schema of edits and the policy's
+    ``dataSchema``.
 
     :raises InvalidEdit: naming the fields that are wrong (``data.files.0.path``).
     """
@@ -1007,9 +1007,9 @@ def _check_request(checkpoint_id: uuid.UUID, outcome: Outcome, data: Any, option
             raise InvalidEdit([f"Must be {known}."], field="option")
     if data is None:
         return
-    problems = (
-        _edit_problems(opened.handler, opened.step, data) if outcome == Outcome.APPROVED else None
-    )
+    # An approval's data is the edit the next steps take; a request's, the edit the step
+    # proposes anew from: both must fit what the step accepts.
+    problems = _edit_problems(opened.handler, opened.step, data)
     if problems is None and policy.data_schema is not None:
         problems = data_problems(policy.data_schema, data) or None
     if problems is not None:
