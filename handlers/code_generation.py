@@ -8,8 +8,10 @@ from marshmallow import fields
 from marshmallow import validate
 
 from app.framework import APPROVAL_REQUIRED
+from app.framework import Feedback
 from app.framework import FileDiff
 from app.framework import Handler
+from app.framework import Policy
 from app.framework import StepContext
 from app.framework import registry
 from app.framework.workspace import NAME_MAX
@@ -39,6 +41,14 @@ class CodeGenerationInput(Schema):
     files = fields.List(fields.Nested(FileSchema), required=True, validate=validate.Length(min=1))
 
 
+class ProposalEdit(CodeGenerationInput):
+    """What a reviewer may send back with an approval or a request for changes: the files,
+    as edited."""
+
+    #: A revised proposal says what it revised; sending it back changes nothing.
+    revision = fields.Dict()
+
+
 handler = registry.register(
     Handler(
         "code-generation",
@@ -48,21 +58,59 @@ handler = registry.register(
 )
 
 
-@handler.step("propose", approval=True, edits=CodeGenerationInput, view=FileDiff("files"))
+@handler.step(
+    "propose",
+    approval=True,
+    edits=ProposalEdit,
+    view=FileDiff("files"),
+    policy=Policy(max_revisions=5),
+)
 def propose(ctx: StepContext) -> dict:
+    """Propose the input's files; after a request for changes, the reviewer's files when
+    they sent some, else the last proposal's, with their feedback recorded."""
     files = ctx.input["files"]
+    if ctx.feedback is not None:
+        files = _revised(ctx, ctx.feedback)
     for f in files:
         ctx.workspace.resolve(f["path"])
     ctx.log(
         "thinking", f"Proposing {len(files)} file(s)", data={"paths": [f["path"] for f in files]}
     )
-    ctx.checkpoint(APPROVAL_REQUIRED, "Review file changes", data={"files": files})
-    return {"proposed": [f["path"] for f in files]}
+    ctx.checkpoint(APPROVAL_REQUIRED, "Review file changes", data=_proposal(ctx, files=files))
+    output = {"proposed": [f["path"] for f in files]}
+    return output if ctx.feedback is None else {**output, "files": files}
 
 
 @handler.step("write")
 def write(ctx: StepContext) -> dict:
-    files = ctx.approved("files", default=ctx.input["files"])
+    files = ctx.approved("files", default=_last_proposal(ctx))
     written = ctx.workspace.write_all(files)
     ctx.log("completed", f"Wrote {len(written)} file(s)", data={"written": written})
     return {"written": written, "workspace": str(ctx.workspace.root)}
+
+
+def _last_proposal(ctx: StepContext) -> list[dict]:
+    """The files propose last proposed: a revision's (its output keeps them), else the
+    input's."""
+    return ctx.outputs.get("propose", {}).get("files", ctx.input["files"])
+
+
+def _revised(ctx: StepContext, feedback: Feedback) -> list[dict]:
+    """The files a revision proposes: the reviewer's, when they sent some, else the last
+    proposal's."""
+    ctx.log(
+        "revision",
+        f"Revising after feedback from {feedback.by}: {feedback.text}",
+        data={"version": feedback.version + 1},
+    )
+    sent = feedback.data.get("files") if isinstance(feedback.data, dict) else None
+    return sent if sent is not None else _last_proposal(ctx)
+
+
+def _proposal(ctx: StepContext, **data) -> dict:
+    """A checkpoint's data; a revision's also records the feedback it takes in."""
+    feedback = ctx.feedback
+    if feedback is None:
+        return data
+    revision = {"version": feedback.version + 1, "feedback": feedback.text, "by": feedback.by}
+    return {**data, "revision": revision}

@@ -7,8 +7,10 @@ from marshmallow import fields
 from marshmallow import validate
 
 from app.framework import APPROVAL_REQUIRED
+from app.framework import Feedback
 from app.framework import Handler
 from app.framework import PermanentError
+from app.framework import Policy
 from app.framework import RecordsTable
 from app.framework import StepContext
 from app.framework import registry
@@ -26,6 +28,8 @@ class RecordsEdit(Schema):
     records = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1))
     #: The first checkpoint shows the columns it found; sending them back changes nothing.
     columns = fields.List(fields.String())
+    #: A revised proposal says what it revised; sending it back changes nothing.
+    revision = fields.Dict()
 
 
 handler = registry.register(
@@ -37,26 +41,57 @@ handler = registry.register(
 )
 
 
-@handler.step("validate", approval=True, edits=RecordsEdit, view=RecordsTable("records"))
+@handler.step(
+    "validate",
+    approval=True,
+    edits=RecordsEdit,
+    view=RecordsTable("records"),
+    policy=Policy(max_revisions=5),
+)
 def validate_records(ctx: StepContext) -> dict:
+    """Propose the input's records; after a request for changes, the reviewer's records
+    when they sent some, else the last proposal's, with their feedback recorded."""
     records = ctx.input["records"]
+    if ctx.feedback is not None:
+        records = _revised(ctx, ctx.feedback, _validated(ctx))
     columns = sorted({key for record in records for key in record})
     ctx.log("thinking", f"Validated {len(records)} record(s) with columns {', '.join(columns)}")
     ctx.checkpoint(
         APPROVAL_REQUIRED,
         f"Approve processing {len(records)} record(s)",
-        data={"records": records, "columns": columns},
+        data=_proposal(ctx, records=records, columns=columns),
     )
-    return {"count": len(records), "columns": columns}
+    output = {"count": len(records), "columns": columns}
+    return output if ctx.feedback is None else {**output, "records": records}
 
 
-@handler.step("transform", approval=True, edits=RecordsEdit, view=RecordsTable("records"))
+@handler.step(
+    "transform",
+    approval=True,
+    edits=RecordsEdit,
+    view=RecordsTable("records"),
+    policy=Policy(max_revisions=5),
+)
 def transform(ctx: StepContext) -> dict:
-    records = ctx.approved("records", default=ctx.input["records"])
+    """Upper-case the approved records' strings; after a request for changes, propose the
+    reviewer's records when they sent some, else the last proposal's."""
+    if ctx.feedback is not None:
+        output = _revised(ctx, ctx.feedback, ctx.outputs["transform"]["records"])
+    else:
+        output = _transformed(ctx, ctx.approved("records", default=_validated(ctx)))
+    ctx.log("thinking", f"Transformed {len(output)} record(s)")
+    ctx.checkpoint(
+        APPROVAL_REQUIRED, "Approve the transformed output", data=_proposal(ctx, records=output)
+    )
+    return {"records": output}
+
+
+def _transformed(ctx: StepContext, records: list) -> list[dict]:
+    """:raises PermanentError: when ``records`` is not a list of objects."""
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise PermanentError("records must be a list of objects")
     only = ctx.input.get("uppercase")
-    output = [
+    return [
         {
             key: value.upper()
             if isinstance(value, str) and (only is None or key in only)
@@ -65,9 +100,6 @@ def transform(ctx: StepContext) -> dict:
         }
         for record in records
     ]
-    ctx.log("thinking", f"Transformed {len(output)} record(s)")
-    ctx.checkpoint(APPROVAL_REQUIRED, "Approve the transformed output", data={"records": output})
-    return {"records": output}
 
 
 @handler.step("complete")
@@ -75,3 +107,29 @@ def complete(ctx: StepContext) -> dict:
     records = ctx.approved("records", default=ctx.outputs["transform"]["records"])
     ctx.log("completed", f"Processed {len(records)} record(s)")
     return {"processed": len(records), "records": records}
+
+
+def _validated(ctx: StepContext) -> list[dict]:
+    """The records validate last proposed: a revision's (its output keeps them), else the
+    input's."""
+    return ctx.outputs.get("validate", {}).get("records", ctx.input["records"])
+
+
+def _revised(ctx: StepContext, feedback: Feedback, last: list[dict]) -> list[dict]:
+    """The records a revision proposes: the reviewer's, when they sent some, else ``last``."""
+    ctx.log(
+        "revision",
+        f"Revising after feedback from {feedback.by}: {feedback.text}",
+        data={"version": feedback.version + 1},
+    )
+    sent = feedback.data.get("records") if isinstance(feedback.data, dict) else None
+    return sent if sent is not None else last
+
+
+def _proposal(ctx: StepContext, **data) -> dict:
+    """A checkpoint's data; a revision's also records the feedback it takes in."""
+    feedback = ctx.feedback
+    if feedback is None:
+        return data
+    revision = {"version": feedback.version + 1, "feedback": feedback.text, "by": feedback.by}
+    return {**data, "revision": revision}
