@@ -17,8 +17,10 @@ from celery.signals import before_task_publish
 from app.framework import APPROVAL_REQUIRED
 from app.framework import BeforeAfter
 from app.framework import Handler
+from app.framework import Policy
 from app.framework import StepContext
 from app.framework import registry
+from app.status import OnTimeout
 
 
 def mark(ctx: StepContext) -> None:
@@ -168,3 +170,91 @@ def work(ctx: StepContext) -> dict:
     """Take a twentieth of a second, as a short real step might."""
     time.sleep(0.05)
     return {"n": ctx.input.get("n")}
+
+
+def mark_if_asked(ctx: StepContext) -> None:
+    """``mark`` the step when the job's input names a marks file."""
+    if "marks" in ctx.input:
+        mark(ctx)
+
+
+policy_review = registry.register(
+    Handler("policy-review", description="A review under the policy its input says")
+)
+
+
+@policy_review.step("propose", approval=True)
+def policy_propose(ctx: StepContext) -> dict:
+    """Open a checkpoint whose own policy layer is ``inputData.policy`` (camelCase)."""
+    mark_if_asked(ctx)
+    policy = Policy.from_json(ctx.input.get("policy"))
+    ctx.checkpoint(APPROVAL_REQUIRED, "Review the proposal", data={"n": 1}, policy=policy)
+    return {"proposed": True}
+
+
+@policy_review.step("apply")
+def policy_apply(ctx: StepContext) -> dict:
+    mark_if_asked(ctx)
+    return {"applied": True}
+
+
+@policy_review.step("staging")
+def policy_staging(ctx: StepContext) -> dict:
+    """The last step; an option may resume here. Returns the option the approver chose."""
+    mark_if_asked(ctx)
+    return {"option": ctx.decision.option}
+
+
+policy_self = registry.register(
+    Handler("policy-self-approval", description="Its submitter may approve its checkpoints")
+)
+
+
+@policy_self.step("propose", approval=True, policy=Policy(allow_self_approval=True))
+def policy_self_propose(ctx: StepContext) -> dict:
+    ctx.checkpoint(APPROVAL_REQUIRED, "Review your own proposal", data={"n": 1})
+    return {"proposed": True}
+
+
+@policy_self.step("apply")
+def policy_self_apply(ctx: StepContext) -> dict:
+    return {"applied": True}
+
+
+policy_declared = registry.register(
+    Handler("policy-declared", description="A step that declares its review policy")
+)
+
+
+@policy_declared.step(
+    "propose",
+    approval=True,
+    policy=Policy(min_approvals=2, expires_in=3600, on_timeout=OnTimeout.REJECT, max_revisions=3),
+)
+def policy_declared_propose(ctx: StepContext) -> dict:
+    ctx.checkpoint(APPROVAL_REQUIRED, "Review under the declared policy", data={"n": 1})
+    return {"proposed": True}
+
+
+@policy_declared.step("apply")
+def policy_declared_apply(ctx: StepContext) -> dict:
+    return {"applied": True}
+
+
+revisions = registry.register(
+    Handler("test-revisions", description="Proposes files, revised on a reviewer's feedback")
+)
+
+
+@revisions.step("propose", approval=True, view=FileDiff("files"))
+def propose_revision(ctx: StepContext) -> dict:
+    """Propose the input's files; sent back with feedback, end each with it as a comment."""
+    note = f"# {ctx.feedback.text} (v{ctx.feedback.version + 1})\n" if ctx.feedback else ""
+    files = [{"path": f["path"], "content": f["content"] + note} for f in ctx.input["files"]]
+    ctx.checkpoint(APPROVAL_REQUIRED, "Review the files", data={"files": files})
+    return {"proposed": len(files)}
+
+
+@revisions.step("finish")
+def finish_revision(ctx: StepContext) -> dict:
+    return {"finished": True}
