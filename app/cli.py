@@ -440,21 +440,35 @@ def dev(port: int) -> None:
 
 @main.command()
 @click.option("--url", envvar="AGENTQ_URL", help="Base URL (default: the running `agentq dev`).")
-@click.option("--token", envvar="AGENTQ_TOKEN", help="An admin token (default: a temporary one).")
+@click.option(
+    "--token", envvar="AGENTQ_TOKEN", help="An admin token, to approve (default: a temporary one)."
+)
+@click.option(
+    "--submitter-token",
+    envvar="AGENTQ_SUBMITTER_TOKEN",
+    help="Another user's token, to submit (default: a temporary one of demo-user).",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for each stage.")
-def demo(url: str | None, token: str | None, timeout: float) -> None:
+def demo(url: str | None, token: str | None, submitter_token: str | None, timeout: float) -> None:
     """Run the guide's workflow: enqueue code-generation, approve it, see it complete."""
     url = url or dev_state().get("web_url") or "http://127.0.0.1:8000"
-    app = revoke = None
+    app = _app_or_fail() if not (token and submitter_token) else None
+    revoke = []
     if not token:
-        app = _app_or_fail()
-        revoke, token = walkthrough.temporary_admin_token(app)
+        token_id, token = walkthrough.temporary_admin_token(app)
+        revoke.append(token_id)
+    if not submitter_token:
+        token_id, submitter_token = walkthrough.temporary_submitter_token(app)
+        revoke.append(token_id)
     try:
-        job = walkthrough.run(walkthrough.Client(url, token), timeout)
+        job = walkthrough.run(
+            walkthrough.Client(url, submitter_token), walkthrough.Client(url, token), timeout
+        )
     finally:
         if revoke:
             with app.app_context():
-                revoke_token(revoke)
+                for token_id in revoke:
+                    revoke_token(token_id)
     click.echo(f"{OK} Demo complete: job {job['id']} is COMPLETED")
 
 

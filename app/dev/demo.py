@@ -1,10 +1,11 @@
 """``agentq demo``: the guide's workflow over HTTP against a running agentq.
 
-Enqueues a code-generation job, waits for its approval checkpoint, approves it
-and waits for the job to complete, printing each stage::
+Enqueues a code-generation job as a user, waits for its approval checkpoint,
+approves it as an admin (a job's submitter may not decide its checkpoints) and waits
+for the job to complete, printing each stage::
 
-    api = Client("http://127.0.0.1:8000", token)
-    job = run(api, timeout=60.0)
+    submitter = Client("http://127.0.0.1:8000", user_token)
+    job = run(submitter, Client("http://127.0.0.1:8000", admin_token), timeout=60.0)
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from app.models import User
 from app.status import CheckpointStatus
 from app.status import JobStatus
 
+#: The user the demo submits its job as, when it makes its own token.
+DEMO_USER = "demo-user"
+
 
 class Client:
-    """JSON calls to the API at ``base`` with an admin's bearer ``token``."""
+    """JSON calls to the API at ``base`` with a bearer ``token``."""
 
     def __init__(self, base: str, token: str) -> None:
         self.base = base.rstrip("/")
@@ -92,14 +96,28 @@ def temporary_admin_token(app: Flask) -> tuple[uuid.UUID, str]:
         return row.id, token
 
 
-def run(api: Client, timeout: float) -> dict:
-    """Enqueue, approve and follow one code-generation job; returns it COMPLETED.
+def temporary_submitter_token(app: Flask) -> tuple[uuid.UUID, str]:
+    """A new token of ``demo-user``, who is not an admin (made when missing): its id and
+    the token."""
+
+    with app.app_context():
+        user = db.session.scalars(sa.select(User).where(User.name == DEMO_USER)).first()
+        if user is None:
+            _user, row, token = create_user(DEMO_USER)
+        else:
+            row, token = create_token(user)
+        return row.id, token
+
+
+def run(submitter: Client, reviewer: Client, timeout: float) -> dict:
+    """Enqueue a code-generation job as ``submitter``, approve it as ``reviewer`` (an
+    admin) and follow it; returns it COMPLETED.
 
     :raises click.ClickException: when a stage takes longer than ``timeout`` seconds or
         the job fails.
     """
-    click.echo(f"1. Enqueue a code-generation job at {api.base}")
-    job = api(
+    click.echo(f"1. Enqueue a code-generation job at {submitter.base}")
+    job = submitter(
         "POST",
         "/api/agent-jobs",
         {
@@ -118,18 +136,20 @@ def run(api: Client, timeout: float) -> dict:
     )["job"]
     click.echo(f"  job {job['id']} is {job['status']}")
     click.echo("2. Worker processes the job until its approval checkpoint")
-    api.wait_for(job["id"], {JobStatus.WAITING_APPROVAL, JobStatus.FAILED}, timeout)
-    checkpoints = api("GET", f"/api/agent-jobs/{job['id']}/checkpoints")["checkpoints"]
+    submitter.wait_for(job["id"], {JobStatus.WAITING_APPROVAL, JobStatus.FAILED}, timeout)
+    checkpoints = submitter("GET", f"/api/agent-jobs/{job['id']}/checkpoints")["checkpoints"]
     pending = next(c for c in checkpoints if c["status"] == CheckpointStatus.PENDING)
     files = ", ".join(f["path"] for f in pending["data"]["files"])
     click.echo(f"3. Checkpoint {pending['id']}: {pending['title']} ({files})")
-    api("POST", f"/api/admin/agent-checkpoints/{pending['id']}", {"reason": "Looks good (demo)"})
-    click.echo("  approved")
+    reviewer(
+        "POST", f"/api/admin/agent-checkpoints/{pending['id']}", {"reason": "Looks good (demo)"}
+    )
+    click.echo("  approved by an admin, not the submitter")
     click.echo("4. The continuation runs")
-    job = api.wait_for(job["id"], {JobStatus.COMPLETED, JobStatus.FAILED}, timeout)
+    job = submitter.wait_for(job["id"], {JobStatus.COMPLETED, JobStatus.FAILED}, timeout)
     if job["status"] != JobStatus.COMPLETED:
         raise click.ClickException(f"job failed: {job['error']}")
     click.echo(f"  result: {json.dumps(job['result'])}")
-    for entry in api("GET", f"/api/agent-jobs/{job['id']}")["job"]["logs"]:
+    for entry in submitter("GET", f"/api/agent-jobs/{job['id']}")["job"]["logs"]:
         click.echo(f"  log [{entry['kind']}] {entry['message']}")
     return job
