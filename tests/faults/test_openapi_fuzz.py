@@ -17,9 +17,11 @@ Two things the document cannot say, so the run leaves them aside:
 - the keys of free-form JSON (``inputData``, an approval's ``data``) cannot hold NUL characters:
   OpenAPI 3.0 has no ``propertyNames``, so schemathesis generates no NUL at all
   (``allow-x00``); tests/integration/test_api.py sends them;
-- an approval's ``data`` is checked against the edit schema of the checkpoint's step, which the
-  checkpoint id does not tell: a schema-valid approval refused with a 422 naming only ``data``
-  fields is what the API should do.
+- a decision's ``data`` is checked against the edit schema of the checkpoint's step and its
+  policy's ``dataSchema``, an approval's ``option`` against its policy's options, and a
+  submission's ``review`` against the policies its job type declares (it may only tighten
+  them), which the document does not tell: a schema-valid request refused with a 422 naming
+  only those fields is what the API should do (``CHECKED_IN_CONTEXT``).
 
 The rate limits are off (``RATE_LIMIT_JOBS`` and ``RATE_LIMIT_DECISIONS`` empty): the run sends
 submissions and decisions as fast as it can, and a 429 (documented) would hide what lies behind
@@ -56,7 +58,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("jobs_stay_pendin
 
 #: Generated requests per operation and caller (fewer when an operation has fewer to give).
 EXAMPLES = 100 if FULL else 20
-APPROVE = "POST /api/admin/agent-checkpoints/{checkpoint_id}"
+#: Schema-valid requests that what they name may refuse with a 422, by operation: the
+#: fields such a 422 may name. A decision's ``data`` and an approval's ``option`` are checked
+#: against the checkpoint; a submission's ``review`` against its job type's policies.
+CHECKED_IN_CONTEXT = {
+    "POST /api/admin/agent-checkpoints/{checkpoint_id}": ("data", "option"),
+    "POST /api/admin/agent-checkpoints/{checkpoint_id}/request-changes": ("data",),
+    "POST /api/agent-jobs": ("review",),
+}
 
 
 @dataclass
@@ -142,12 +151,13 @@ def api_schema(app, caller, other_user, monkeypatch):
 
 
 def edit_refused(failure: Exception, case, response) -> bool:
-    """Whether ``failure`` is a schema-valid approval whose ``data`` the checkpoint's step
-    refuses: a 422 naming only ``data`` fields, which the document cannot foretell."""
-    if not isinstance(failure, RejectedPositiveData) or case.operation.label != APPROVE:
+    """Whether ``failure`` is a schema-valid request refused for what the document cannot
+    foretell (``CHECKED_IN_CONTEXT``): a 422 naming only those fields."""
+    checked = CHECKED_IN_CONTEXT.get(case.operation.label)
+    if not isinstance(failure, RejectedPositiveData) or checked is None:
         return False
     fields = response.json()["error"]["details"] if response.status_code == 422 else {}
-    return bool(fields) and all(name.split(".")[0] == "data" for name in fields)
+    return bool(fields) and all(name.split(".")[0] in checked for name in fields)
 
 
 def send(case, tally: Tally) -> None:
