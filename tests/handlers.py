@@ -16,6 +16,7 @@ from celery.signals import before_task_publish
 
 from app.framework import APPROVAL_REQUIRED
 from app.framework import BeforeAfter
+from app.framework import FileDiff
 from app.framework import Handler
 from app.framework import Policy
 from app.framework import StepContext
