@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.errors import NotFoundError
 from app.extensions import db
@@ -15,6 +16,7 @@ from app.models import Checkpoint
 from app.models import Job
 from app.models import JobLog
 from app.models import JobStep
+from app.models import User
 from app.policy import review_policy
 from app.sql import run
 from app.sql import statements
@@ -145,6 +147,23 @@ def checkpoint_versions(checkpoint_id: uuid.UUID) -> tuple[Checkpoint, list[Chec
         .order_by(Checkpoint.version, Checkpoint.created_at)
     ).all()
     return checkpoint, list(versions)
+
+
+def eligible_deciders(checkpoint: Checkpoint) -> list[str]:
+    """The names of the admins who may vote on the checkpoint as its policy stands
+    (``agentq_may_decide``: its approvers and their groups, its submitter only with
+    self-approval), whether or not they voted yet; alphabetical."""
+    allow_self = bool((checkpoint.policy or {}).get("allowSelfApproval"))
+    may = sa.func.agentq_may_decide(
+        sa.cast(checkpoint.approvers, ARRAY(sa.Text)),
+        allow_self,
+        checkpoint.job.user_id,
+        User.id,
+        User.name,
+    )
+    return list(
+        db.session.scalars(sa.select(User.name).where(User.is_admin, may).order_by(User.name))
+    )
 
 
 def job_logs(job_id: uuid.UUID) -> list[JobLog]:

@@ -1,11 +1,12 @@
-"""Admin pages: pending checkpoints, and one checkpoint to approve or reject."""
+"""Admin pages: pending checkpoints, decided one by one or selected together, and one
+checkpoint with its review policy, votes and versions, to approve, reject or send back
+with a request for changes."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-import sqlalchemy.orm as so
 from flask import Blueprint
 from flask import abort
 from flask import flash
@@ -18,65 +19,94 @@ from marshmallow import ValidationError
 
 from app import queries
 from app import review
+from app import state
 from app.admin.args import page_filters
 from app.admin.auth import admin_required
+from app.admin.display import AT_DEADLINE
 from app.admin.display import editable_files
 from app.admin.display import present
 from app.admin.display import present_edit
+from app.admin.display import remaining
+from app.admin.display import review_of
+from app.admin.display import seconds_words
+from app.admin.display import version_diffs
+from app.admin.display import why_not
 from app.admin.filters import ago
 from app.admin.filters import when
+from app.errors import AgentqError
 from app.errors import AlreadyDecided
-from app.errors import ForbiddenError
-from app.errors import InvalidEdit
-from app.errors import InvalidTransition
+from app.errors import StaleVersion
 from app.errors import field_messages
 from app.extensions import db
 from app.framework import registry
 from app.limits import page_decisions
 from app.models import Checkpoint
-from app.models import Job
-from app.paging import keyset_page
+from app.paging import decode_cursor
+from app.paging import page_of
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointListArgs
 from app.schemas import RejectionSchema
+from app.schemas import RequestChangesSchema
+from app.status import CheckpointStatus
 from app.status import Outcome
 
 bp = Blueprint("admin_checkpoints", __name__, url_prefix="/admin/agent-checkpoints")
+bp.add_app_template_filter(seconds_words)
 
 #: Rows of the list page: the oldest pending ones; newer ones are a "Newer" link away.
 PAGE_SIZE = 50
 
 
-def _pending(job_type: str | None, cursor: str | None) -> tuple[list[Checkpoint], str | None]:
-    """A page of pending checkpoints, oldest first, their jobs and owners loaded with them.
-
-    Polled every two seconds: only the columns a row shows are read, not the data.
-    """
-    stmt = queries.pending_checkpoints(job_type=job_type).options(
-        so.load_only(Checkpoint.title, Checkpoint.created_at),
-        so.lazyload(Checkpoint.votes),
-        so.contains_eager(Checkpoint.job).load_only(
-            Job.job_type, Job.task_description, Job.priority, Job.user_id
-        ),
+def _pending(job_type: str | None, cursor: str | None, mine: bool) -> tuple[list[dict], str | None]:
+    """A page of pending checkpoints, oldest first, each with its job, votes and whether the
+    signed-in admin may vote on it; ``mine``: only those."""
+    rows = queries.pending_checkpoints_page(
+        job_type=job_type,
+        after=decode_cursor(cursor) if cursor else None,
+        limit=PAGE_SIZE + 1,
+        viewer=current_user,
+        mine=mine,
     )
-    return keyset_page(stmt, Checkpoint, cursor=cursor, limit=PAGE_SIZE, descending=False)
+    return page_of(rows, PAGE_SIZE)
 
 
-def _row(checkpoint: Checkpoint) -> dict:
-    """One list row as live.js renders it."""
-    job = checkpoint.job
+def _deadline(checkpoint: dict) -> dict | None:
+    """A pending row's deadline, as the list and live.js show it; None without one."""
+    expires = checkpoint["expires_at"]
+    if expires is None:
+        return None
     return {
-        "id": str(checkpoint.id),
-        "url": url_for(".detail", checkpoint_id=checkpoint.id),
-        "title": checkpoint.title,
-        "jobType": job.job_type,
-        "taskDescription": job.task_description,
-        "owner": job.user.name,
-        "priority": job.priority,
-        "createdAt": checkpoint.created_at.isoformat(),
-        "created": when(checkpoint.created_at),
-        "age": ago(checkpoint.created_at),
+        "at": expires.isoformat(),
+        "then": AT_DEADLINE[checkpoint["review_policy"].on_timeout],
+        "left": remaining(expires),
+        "when": when(expires),
     }
+
+
+def _row(checkpoint: dict) -> dict:
+    """One list row as live.js renders it."""
+    job = checkpoint["job"]
+    return {
+        "id": str(checkpoint["id"]),
+        "url": url_for(".detail", checkpoint_id=checkpoint["id"]),
+        "title": checkpoint["title"],
+        "jobType": job["job_type"],
+        "taskDescription": job["task_description"],
+        "owner": job["owner"],
+        "priority": job["priority"],
+        "createdAt": checkpoint["created_at"].isoformat(),
+        "created": when(checkpoint["created_at"]),
+        "age": ago(checkpoint["created_at"]),
+        "version": checkpoint["version"],
+        "votes": _tally(checkpoint),
+        "deadline": _deadline(checkpoint),
+        "mayDecide": checkpoint["may_decide"],
+    }
+
+
+def _tally(checkpoint: dict) -> str:
+    """``1/2``: approvals so far of those needed."""
+    return f"{checkpoint['approvals']}/{checkpoint['review_policy'].min_approvals}"
 
 
 def _get_checkpoint(checkpoint_id: uuid.UUID) -> Checkpoint:
@@ -88,8 +118,12 @@ def _get_checkpoint(checkpoint_id: uuid.UUID) -> Checkpoint:
 
 
 def _render_detail(checkpoint: Checkpoint, *, errors: dict | None = None, status: int = 200):
-    """The checkpoint page; ``errors`` are the reject form's field errors."""
+    """The checkpoint page; ``errors`` are the forms' field errors, by field id."""
     job = checkpoint.job
+    _, versions = queries.checkpoint_versions(checkpoint.id)
+    pending = checkpoint.status == CheckpointStatus.PENDING
+    allowed = pending and state.may_decide(checkpoint, current_user.id, current_user.name)
+    refusal = why_not(checkpoint, current_user, allowed) if pending else None
     page = render_template(
         "admin/checkpoint.html",
         checkpoint=checkpoint,
@@ -97,9 +131,33 @@ def _render_detail(checkpoint: Checkpoint, *, errors: dict | None = None, status
         logs=queries.job_logs(job.id),
         view=present(checkpoint),
         edit=present_edit(checkpoint),
+        review=review_of(checkpoint, queries.eligible_deciders(checkpoint)),
+        versions=_revisions(versions),
+        current=versions[-1],
+        may_vote=allowed and refusal is None,
+        refusal=refusal,
+        deadline_left=remaining(checkpoint.expires_at) if checkpoint.expires_at else None,
         errors=errors or {},
     )
     return page, status
+
+
+def _revisions(versions: list[Checkpoint]) -> list[dict]:
+    """Each version of a checkpoint, oldest first, with the request for changes that ended
+    it and what changed in the next (files); empty when there is only one."""
+    if len(versions) < 2:
+        return []
+    shown = []
+    for older, newer in zip(versions, [*versions[1:], None], strict=True):
+        asked = next((v for v in older.votes if v.outcome == Outcome.CHANGES_REQUESTED), None)
+        shown.append(
+            {
+                "checkpoint": older,
+                "feedback": asked,
+                "diffs": version_diffs(older, newer) if newer is not None else None,
+            }
+        )
+    return shown
 
 
 def _edited_files(checkpoint: Checkpoint) -> dict | None:
@@ -151,37 +209,75 @@ def _decided_first(checkpoint: Checkpoint) -> str:
     return message
 
 
-def _decide(checkpoint_id: uuid.UUID, outcome: Outcome, **decision: Any):
-    """Record the decision, then go back to the checkpoint, flashing what happened."""
-    actor = review.Actor(
-        "admin",
+def _actor(channel: str) -> review.Actor:
+    """The signed-in admin, deciding through the pages."""
+    return review.Actor(
+        channel,
         user_id=current_user.id,
         ip=request.remote_addr,
         user_agent=request.user_agent.string or None,
     )
+
+
+def _form_version(name: str = "version") -> int | None:
+    """The version of the checkpoint the page showed (a hidden field); None: the current."""
+    value = request.form.get(name, "")
+    return int(value) if value.isdigit() else None
+
+
+def _stale(error: StaleVersion, shown: int | None) -> str:
+    current = error.checkpoint
+    return f"This page showed version {shown}; version {current.version} is current now."
+
+
+def _done(decided: state.DecidedCheckpoint) -> str:
+    """What the reviewer is told of their vote."""
+    if decided.status == CheckpointStatus.CHANGES_REQUESTED:
+        return f"Changes requested: the step runs again and opens version {decided.version + 1}."
+    if decided.status == CheckpointStatus.APPROVED:
+        return f"Approved: {decided.vote.option}." if decided.vote.option else "Approved."
+    if decided.status == CheckpointStatus.REJECTED:
+        return "Rejected."
+    needed = decided.review_policy.min_approvals
+    noun = "approval" if decided.vote.outcome == Outcome.APPROVED else "rejection"
+    return f"Your {noun} is recorded: {decided.approvals}/{needed}."
+
+
+def _decide(checkpoint_id: uuid.UUID, outcome: Outcome, **decision: Any):
+    """Record the vote, then go back to the checkpoint, flashing what happened (a stale
+    page goes to the current version)."""
+    target = checkpoint_id
     try:
-        review.decide(checkpoint_id, outcome, actor, **decision)
+        decided = review.decide(checkpoint_id, outcome, _actor("admin"), **decision)
+    except StaleVersion as error:
+        db.session.rollback()
+        flash(_stale(error, decision.get("version")), "warning")
+        target = error.checkpoint.id
     except AlreadyDecided as error:
         flash(_decided_first(error.checkpoint), "warning")
-    except (InvalidTransition, InvalidEdit, ForbiddenError) as error:
+    except AgentqError as error:
+        db.session.rollback()
         flash(error.message, "error")
     else:
-        flash("Approved." if outcome == Outcome.APPROVED else "Rejected.", "success")
-    return redirect(url_for(".detail", checkpoint_id=checkpoint_id), 303)
+        flash(_done(decided), "success")
+    return redirect(url_for(".detail", checkpoint_id=target), 303)
 
 
 @bp.get("")
 @admin_required
 def index():
-    """Pending checkpoints, oldest first, optionally of one job type."""
+    """Pending checkpoints, oldest first, optionally of one job type or only those the
+    signed-in admin may decide (``?mine=1``)."""
     args = page_filters(CheckpointListArgs(), ("jobType", "cursor"))
     job_type, cursor = args.get("job_type"), args.get("cursor")
-    rows, next_cursor = _pending(job_type, cursor)
+    mine = bool(request.args.get("mine"))
+    rows, next_cursor = _pending(job_type, cursor, mine)
     return render_template(
         "admin/checkpoints.html",
-        checkpoints=rows,
+        checkpoints=[{**c, "row": _row(c)} for c in rows],
         job_type=job_type,
         job_types=registry.names(),
+        mine=mine,
         cursor=cursor,
         next_cursor=next_cursor,
     )
@@ -195,14 +291,16 @@ def live():
     if request.args.get("countOnly"):
         return {"count": count}
     args = page_filters(CheckpointListArgs(), ("jobType", "cursor"))
-    rows, next_cursor = _pending(args.get("job_type"), args.get("cursor"))
+    mine = bool(request.args.get("mine"))
+    rows, next_cursor = _pending(args.get("job_type"), args.get("cursor"), mine)
     return {"count": count, "checkpoints": [_row(c) for c in rows], "more": bool(next_cursor)}
 
 
 @bp.get("/<uuid:checkpoint_id>")
 @admin_required
 def detail(checkpoint_id: uuid.UUID):
-    """One checkpoint: its job and logs, its data for people, and the decision forms."""
+    """One checkpoint: its job and logs, its policy, votes and versions, its data for
+    people, and the decision forms the signed-in admin may use."""
     return _render_detail(_get_checkpoint(checkpoint_id))
 
 
@@ -210,13 +308,22 @@ def detail(checkpoint_id: uuid.UUID):
 @admin_required
 @page_decisions
 def approve(checkpoint_id: uuid.UUID):
-    """Approve, with an optional comment and, for proposed files, the reviewer's edits."""
+    """Approve, with an optional comment, one of the policy's options and, for proposed
+    files, the reviewer's edits."""
     checkpoint = _get_checkpoint(checkpoint_id)
     comment = request.form.get("comment", "").strip() or None
+    form = {
+        "reason": comment,
+        "data": _edited_files(checkpoint),
+        "version": _form_version(),
+        "option": request.form.get("option") or None,
+    }
     try:
-        decision = ApprovalSchema().load({"reason": comment, "data": _edited_files(checkpoint)})
+        decision = ApprovalSchema().load(form)
     except ValidationError as exc:
-        errors = _form_errors(exc, {"reason": "approve-comment", "data.files": "file"})
+        errors = _form_errors(
+            exc, {"reason": "approve-comment", "data.files": "file", "option": "approve-option"}
+        )
         return _render_detail(checkpoint, errors=errors, status=422)
     return _decide(checkpoint_id, Outcome.APPROVED, **decision)
 
@@ -231,8 +338,85 @@ def reject(checkpoint_id: uuid.UUID):
         errors = {"reject-reason": "Say why: the reason is recorded and the job fails with it."}
         return _render_detail(_get_checkpoint(checkpoint_id), errors=errors, status=422)
     try:
-        decision = RejectionSchema().load({"reason": reason})
+        decision = RejectionSchema().load({"reason": reason, "version": _form_version()})
     except ValidationError as exc:
         errors = _form_errors(exc, {"reason": "reject-reason"})
         return _render_detail(_get_checkpoint(checkpoint_id), errors=errors, status=422)
     return _decide(checkpoint_id, Outcome.REJECTED, **decision)
+
+
+@bp.post("/<uuid:checkpoint_id>/request-changes")
+@admin_required
+@page_decisions
+def request_changes(checkpoint_id: uuid.UUID):
+    """Send the proposal back with feedback (required): its step runs again, with the
+    feedback, and opens the next version."""
+    feedback = request.form.get("feedback", "").strip()
+    if not feedback:
+        errors = {"changes-feedback": "Say what to change: the step runs again with it."}
+        return _render_detail(_get_checkpoint(checkpoint_id), errors=errors, status=422)
+    try:
+        loaded = RequestChangesSchema().load({"feedback": feedback, "version": _form_version()})
+    except ValidationError as exc:
+        errors = _form_errors(exc, {"feedback": "changes-feedback"})
+        return _render_detail(_get_checkpoint(checkpoint_id), errors=errors, status=422)
+    return _decide(
+        checkpoint_id,
+        Outcome.CHANGES_REQUESTED,
+        reason=loaded["feedback"],
+        version=loaded.get("version"),
+    )
+
+
+#: What the select-all bar's buttons do.
+_BULK = {"approve": (Outcome.APPROVED, "approved"), "reject": (Outcome.REJECTED, "rejected")}
+
+
+@bp.post("/decisions")
+@admin_required
+@page_decisions
+def decisions():
+    """Approve or reject the selected checkpoints, each on its own (one refused stops no
+    other), each on the version the list showed; back to the list with a summary."""
+    outcome, done = _BULK.get(request.form.get("action", ""), (None, None))
+    ids = request.form.getlist("id")
+    reason = request.form.get("reason", "").strip() or None
+    back = redirect(
+        url_for(
+            ".index",
+            jobType=request.form.get("jobType") or None,
+            mine=request.form.get("mine") or None,
+        ),
+        303,
+    )
+    if outcome is None or not ids:
+        flash("Select the checkpoints to decide, then approve or reject them.", "error")
+        return back
+    if outcome == Outcome.REJECTED and reason is None:
+        flash("Say why in the reason field: every rejected job fails with it.", "error")
+        return back
+    decided, refused = 0, []
+    for raw in ids:
+        try:
+            checkpoint_id = uuid.UUID(raw)
+        except ValueError:
+            refused.append(f"{raw}: not a checkpoint id")
+            continue
+        try:
+            review.decide(
+                checkpoint_id,
+                outcome,
+                _actor("bulk"),
+                version=_form_version(f"version-{raw}"),
+                reason=reason,
+            )
+        except AgentqError as error:
+            db.session.rollback()
+            refused.append(f"{raw}: {error.message}")
+        else:
+            decided += 1
+    summary = f"{decided} {done}"
+    if refused:
+        summary += f"; {len(refused)} refused: " + "; ".join(refused)
+    flash(summary + ".", "warning" if refused else "success")
+    return back

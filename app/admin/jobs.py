@@ -35,6 +35,7 @@ from app.status import CANCELLABLE
 from app.status import RETRYABLE
 from app.status import CheckpointStatus
 from app.status import JobStatus
+from app.status import Outcome
 
 bp = Blueprint("admin_jobs", __name__, url_prefix="/admin/jobs")
 
@@ -44,13 +45,19 @@ PAGE_SIZE = 50
 
 @dataclass
 class Entry:
-    """One line of a job's timeline: a log, a checkpoint opening, or a decision on one."""
+    """One line of a job's timeline: a log, a checkpoint (version) opening, or a vote on one."""
 
     at: datetime
     kind: str
     item: Any
-    #: For a decision: what the reviewer changed in the proposed files before approving.
+    #: For a vote: the checkpoint it is on.
+    checkpoint: Checkpoint | None = None
+    #: For the vote that approved: what the reviewer changed in the proposed files.
     edits: list[UnifiedDiff] = field(default_factory=list)
+
+
+#: The log lines a vote writes, which the vote's own entry says again.
+_VOTE_LOGS = {"vote", *(o.lower() for o in Outcome)}
 
 
 def job_or_404(job_id: uuid.UUID) -> Job:
@@ -62,20 +69,22 @@ def job_or_404(job_id: uuid.UUID) -> Job:
 
 
 def timeline(logs: list, checkpoints: list[Checkpoint]) -> list[Entry]:
-    """Logs, checkpoints and decisions in time order.
+    """Logs, checkpoints (each version) and every vote on them, in time order.
 
-    The log lines written with a checkpoint or a decision are left out: their own entries
-    say the same, with the data, the address a decision came from and the reviewer's edits.
+    The log lines written with a checkpoint or a vote are left out: their own entries say
+    the same, with the data, the address a vote came from and the reviewer's edits.
+    Reminders and escalations stay as the log lines they are.
     """
     told = {(c.step, "checkpoint") for c in checkpoints}
-    told |= {(c.step, c.decision.outcome.lower()) for c in checkpoints if c.decision}
+    told |= {(c.step, kind) for c in checkpoints if c.votes for kind in _VOTE_LOGS}
     entries = [
         Entry(log.created_at, "log", log) for log in logs if (log.step, log.kind) not in told
     ]
     for c in checkpoints:
         entries.append(Entry(c.created_at, "checkpoint", c))
-        if c.decision:
-            entries.append(Entry(c.decision.created_at, "decision", c, edited_files(c) or []))
+        for vote in c.votes:
+            edits = (edited_files(c) or []) if vote is c.decision else []
+            entries.append(Entry(vote.created_at, "vote", vote, c, edits))
     return sorted(entries, key=lambda e: e.at)
 
 

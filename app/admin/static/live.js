@@ -5,10 +5,40 @@
  * (table#checkpoint-list) polls its own data-live-url instead, and also re-renders
  * its rows and the page title (data-title, prefixed with "(N) " when N > 0).
  * Rows still listed are kept (focus and selection survive), new ones are added in
- * order, decided ones removed. Everything works without this file.
+ * order, decided ones removed. Deadlines (time.countdown) tick every second, and the
+ * list's "Select all" checks every row's box. Everything works without this file.
  */
 (() => {
   "use strict";
+
+  // "in 45 s", "in 12 min", "in 3 h 20 min", "in 2 d 4 h": as the server renders them.
+  function remaining(deadline) {
+    const seconds = Math.floor((deadline - Date.now()) / 1000);
+    if (seconds <= 0) return "any moment now";
+    const minutes = Math.floor(seconds / 60);
+    const hours = Math.floor(seconds / 3600);
+    const days = Math.floor(seconds / 86400);
+    if (seconds < 60) return `in ${seconds} s`;
+    if (minutes < 60) return `in ${minutes} min`;
+    if (hours < 24) return `in ${hours} h ${minutes % 60} min`;
+    return `in ${days} d ${hours % 24} h`;
+  }
+
+  function tick() {
+    for (const time of document.querySelectorAll("time.countdown")) {
+      time.textContent = remaining(Date.parse(time.dateTime));
+    }
+  }
+  if (document.querySelector("time.countdown, #checkpoint-list")) setInterval(tick, 1000);
+
+  const selectAll = document.getElementById("select-all");
+  if (selectAll) {
+    selectAll.addEventListener("change", () => {
+      for (const box of document.querySelectorAll('#checkpoint-list input[name="id"]')) {
+        box.checked = selectAll.checked;
+      }
+    });
+  }
 
   const INTERVAL = 2000; // visible page: a new checkpoint shows within 3 s
   const HIDDEN_INTERVAL = 10000; // background tab: keep the badge roughly current
@@ -38,6 +68,39 @@
     return td;
   }
 
+  function checkCell(c) {
+    const td = el("td", "cp-check");
+    if (!c.mayDecide) return td;
+    const box = el("input");
+    box.type = "checkbox";
+    box.name = "id";
+    box.value = c.id;
+    box.setAttribute("aria-label", `Select ${c.taskDescription}`);
+    const version = el("input");
+    version.type = "hidden";
+    version.name = `version-${c.id}`;
+    version.value = String(c.version);
+    td.append(box, version);
+    return td;
+  }
+
+  function votesCell(c) {
+    const td = el("td", "cp-votes-cell");
+    td.append(el("span", "cp-tally", c.votes));
+    if (!c.mayDecide) td.append(" ", el("span", "muted small cp-not-yours", "not yours to decide"));
+    return td;
+  }
+
+  function deadlineCell(c) {
+    const td = el("td", "optional cp-deadline");
+    if (!c.deadline) return td;
+    const time = el("time", "countdown", c.deadline.left);
+    time.dateTime = c.deadline.at;
+    time.title = c.deadline.when;
+    td.append(`${c.deadline.then} `, time);
+    return td;
+  }
+
   function makeRow(c) {
     const tr = el("tr", "is-new");
     tr.dataset.checkpointId = c.id;
@@ -51,14 +114,15 @@
     type.append(el("code", "", c.jobType));
     const prio = el("td");
     prio.append(el("span", c.priority >= 8 ? "prio prio-high" : "prio", String(c.priority)));
-    tr.append(task, type, el("td", "optional", c.owner), prio, ageCell(c));
+    tr.append(checkCell(c), task, type, el("td", "optional", c.owner), prio);
+    tr.append(votesCell(c), deadlineCell(c), ageCell(c));
     return tr;
   }
 
   function emptyRow() {
     const tr = el("tr", "cp-empty");
     const td = el("td", "empty", "No pending checkpoints");
-    td.colSpan = 5;
+    td.colSpan = 8;
     tr.append(td);
     return tr;
   }
@@ -75,6 +139,10 @@
       if (!tr) return makeRow(c);
       kept.delete(c.id);
       tr.querySelector(".cp-age").replaceWith(ageCell(c));
+      tr.querySelector(".cp-votes-cell").replaceWith(votesCell(c));
+      // Keep a ticked box; drop it once the admin may no longer decide (they voted).
+      const box = tr.querySelector('.cp-check input[name="id"]');
+      if (Boolean(box) !== c.mayDecide) tr.querySelector(".cp-check").replaceWith(checkCell(c));
       return tr;
     });
     for (const tr of kept.values()) tr.remove();
