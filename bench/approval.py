@@ -47,19 +47,19 @@ def run(bench: Bench) -> Result:
         bench.beat()
         bare_web = bench.web("bench.bare:create_app()", name="bare-web")
         bench.worker("bench.bare", queues=bare.QUEUE, name="bare-worker")
-        api = Api(web.url, bench.admin_token)
+        submitter, reviewer = Api(web.url, bench.submitter_token), Api(web.url, bench.admin_token)
         bare_api = Api(bare_web.url)
         redis = bench.redis()
 
         def agentq(rep: int) -> list[tuple[float, float]]:
             out = []
             for _ in range(samples if rep >= 0 else WARM_UP):
-                job = api.submit("bench-approval", {})
+                job = submitter.submit("bench-approval", {})
                 checkpoint = wait_until(
                     lambda job=job: _pending_checkpoint(bench, job["id"]), 30, "the checkpoint"
                 )
                 time.sleep(PAUSE)
-                sent, answered, _ = api.timed(
+                sent, answered, _ = reviewer.timed(
                     "POST", f"/api/admin/agent-checkpoints/{checkpoint}", {"reason": "bench"}
                 )
                 time.sleep(PAUSE)

@@ -187,10 +187,13 @@ def shape(statement: str) -> str:
     return verb
 
 
-def run_job(api, job_type: str, input_data: dict, *, statements, monitor, progress) -> list[Phase]:
+def run_job(
+    submitter, reviewer, job_type: str, input_data: dict, *, statements, monitor, progress
+) -> list[Phase]:
     """Run one job alone, window by window, and count what each process did in each.
 
-    The first window opens with the submission, each later one with an approval; each
+    The first window opens with the submission (``submitter``'s), each later one with an
+    approval (``reviewer``'s: an admin, not the submitter, who may not decide); each
     ends when the job has run one more step and settled (waiting for approval or
     completed) and the processes went quiet. ``progress(job_id)`` reads, on a
     connection that is not counted, ``(status, succeeded step names, pending
@@ -202,10 +205,12 @@ def run_job(api, job_type: str, input_data: dict, *, statements, monitor, progre
     while True:
         pg_mark, redis_mark = statements.mark(), monitor.mark() if monitor else 0
         if job_id is None:
-            job_id, web_phase = api.submit(job_type, input_data)["id"], "submit"
+            job_id, web_phase = submitter.submit(job_type, input_data)["id"], "submit"
         else:
             web_phase = "approve"
-            api.call("POST", f"/api/admin/agent-checkpoints/{checkpoint}", {"reason": "census"})
+            reviewer.call(
+                "POST", f"/api/admin/agent-checkpoints/{checkpoint}", {"reason": "census"}
+            )
         window += 1
 
         def settled(window=window, job_id=job_id):
@@ -276,7 +281,7 @@ def run(bench: Bench) -> Result:
         web = bench.web(WEB_CONCURRENCY="1")
         steps_only = ",".join(routing.step_queues(bench.app.config))
         worker = bench.worker(queues=steps_only, concurrency=1)
-        api = Api(web.url, bench.admin_token)
+        submitter, reviewer = Api(web.url, bench.submitter_token), Api(web.url, bench.admin_token)
         progress = progress_reader(bench.sql)
         say("census: warming up (one job of each type, not counted)")
         processes = Processes(
@@ -289,13 +294,20 @@ def run(bench: Bench) -> Result:
         statements = PgStatements(bench.servers.pg.log_path, bench.sql, processes)
         for job_type, input_data in JOBS.items():
             run_job(
-                api, job_type, input_data, statements=statements, monitor=None, progress=progress
+                submitter,
+                reviewer,
+                job_type,
+                input_data,
+                statements=statements,
+                monitor=None,
+                progress=progress,
             )
         phases: list[Phase] = []
         with statements, RedisMonitor(bench.redis(), processes) as monitor:
             for job_type, input_data in JOBS.items():
                 phases += run_job(
-                    api,
+                    submitter,
+                    reviewer,
                     job_type,
                     input_data,
                     statements=statements,

@@ -132,7 +132,7 @@ def _agentq(bench: Bench, url: str, job_type: str, input_data: dict, count: int,
     thread = threading.Thread(target=approver, name="bench-approver", daemon=True)
     started = time.time()
     thread.start()
-    api = Api(url, bench.admin_token)
+    api = Api(url, bench.submitter_token)
     for _ in range(count):
         api.submit(job_type, input_data)
     try:

@@ -45,7 +45,7 @@ def run(bench: Bench) -> Result:
         targets = {
             "agentq": (
                 web.url + "/api/agent-jobs",
-                {"Authorization": f"Bearer {bench.admin_token}"},
+                {"Authorization": f"Bearer {bench.submitter_token}"},
             ),
             "bare": (bare.url + "/jobs", {}),
         }

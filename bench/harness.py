@@ -251,8 +251,8 @@ class Bench:
             "WORKSPACE_ROOT": str(self.tmp / "workspaces"),
             "AGENTQ_HANDLER_MODULES": "bench.handlers",
             "SECRET_KEY": "bench",
-            # One admin token submits ~1,000 jobs a second and approves as fast as it can:
-            # limits that it never reaches, but that each request still checks in Redis.
+            # One token submits ~1,000 jobs a second and an admin's approves as fast as it
+            # can: limits that they never reach, but that each request still checks in Redis.
             "RATE_LIMIT_JOBS": "1000000/minute",
             "RATE_LIMIT_DECISIONS": "1000000/minute",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -265,6 +265,7 @@ class Bench:
 
         self.app = create_app()
         self.admin_token = self._admin()
+        self.submitter_token = self._submitter()
 
     # -- setup
 
@@ -287,6 +288,15 @@ class Bench:
             user, _row, token = create_user(f"bench-{os.getpid()}", admin=True)
             set_password(user, self.password)
             self.admin_name = user.name
+        return token
+
+    def _submitter(self) -> str:
+        """A token of a user who is not an admin, who submits the bench's jobs: a job's
+        submitter may not decide its checkpoints, so the admin reviews them."""
+        from app.auth import create_user
+
+        with self.app.app_context():
+            _user, _row, token = create_user(f"bench-submitter-{os.getpid()}")
         return token
 
     password = "bench password"

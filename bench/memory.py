@@ -35,7 +35,9 @@ def run(bench: Bench) -> Result:
         done = 0
         started = time.monotonic()
         for target in (first, second):
-            submit_many(web.url, bench.admin_token, "simple-task", {"memory": True}, target - done)
+            submit_many(
+                web.url, bench.submitter_token, "simple-task", {"memory": True}, target - done
+            )
             wait_until(
                 lambda target=target: _completed(bench, target, started), 3600, f"{target:,} jobs"
             )

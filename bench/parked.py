@@ -45,7 +45,7 @@ def run(bench: Bench) -> Result:
         worker = bench.worker()
         beat = bench.beat()
         system = [web.proc, worker, beat]
-        api = Api(web.url, bench.admin_token)
+        api = Api(web.url, bench.submitter_token)
         latency = {"empty": [], "parked": []}
         idle = {}
         _latencies(bench, api, samples, "empty (warming up)")
@@ -54,7 +54,7 @@ def run(bench: Bench) -> Result:
 
         say(f"parked: parking {count:,} code-generation jobs")
         started = time.monotonic()
-        submit_many(web.url, bench.admin_token, "code-generation", FILES, count)
+        submit_many(web.url, bench.submitter_token, "code-generation", FILES, count)
         wait_until(
             lambda: _progress(bench, count, started), count / 5 + 120, f"{count:,} parked jobs"
         )

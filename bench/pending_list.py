@@ -31,7 +31,7 @@ def run(bench: Bench) -> Result:
         bench.worker()
         bench.beat()
         bench.reset()
-        api = Api(web.url, bench.admin_token)
+        api = Api(web.url, bench.submitter_token)
         for _ in range(PARKED):
             api.submit("code-generation", FILES)
         wait_until(

@@ -101,25 +101,38 @@ def _tree(pid: int):
     return []
 
 
-def test_each_submission_step_and_approval_takes_its_statements(counted, admin):
+def test_each_submission_step_and_approval_takes_its_statements(counted, user, admin):
     """Given a web and a worker warmed up (their connections have prepared the hot
     statements), when one job of each seed type runs alone through its approvals, then
     every submission, step and approval runs exactly the statements it should: one for
     the write (which checks the request's token too), plus deleting the published
-    dispatch intent on the web, well within the budget."""
+    dispatch intent on the web, well within the budget. A user submits, an admin
+    approves."""
     web, statements, sql = counted
-    api = Api(web.url, admin.token)
+    submitter, reviewer = Api(web.url, user.token), Api(web.url, admin.token)
     progress = census.progress_reader(sql)
     for job_type, input_data in census.JOBS.items():  # warm-up, not counted
         census.run_job(
-            api, job_type, input_data, statements=statements, monitor=None, progress=progress
+            submitter,
+            reviewer,
+            job_type,
+            input_data,
+            statements=statements,
+            monitor=None,
+            progress=progress,
         )
     with statements:
         phases = [
             phase
             for job_type, input_data in census.JOBS.items()
             for phase in census.run_job(
-                api, job_type, input_data, statements=statements, monitor=None, progress=progress
+                submitter,
+                reviewer,
+                job_type,
+                input_data,
+                statements=statements,
+                monitor=None,
+                progress=progress,
             )
         ]
 
