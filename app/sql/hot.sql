@@ -341,7 +341,11 @@ WITH caller AS (
            approvals = c.approvals + CASE WHEN :outcome = :outcome_approved THEN 1 ELSE 0 END,
            rejections = c.rejections + CASE WHEN :outcome = :outcome_rejected THEN 1 ELSE 0 END,
            voters = CASE WHEN caller.id IS NULL THEN c.voters ELSE c.voters || caller.id END,
-           resume_step = coalesce(vote.option_step, c.resume_step),
+           -- Only the vote that approves chooses where the job resumes: an earlier vote's
+           -- option, outvoted, must not steer the continuation.
+           resume_step = CASE WHEN vote.status = :checkpoint_approved
+                              THEN coalesce(vote.option_step, c.resume_step)
+                              ELSE c.resume_step END,
            decided_at = CASE WHEN vote.status <> :checkpoint_pending THEN clock_timestamp() END
       FROM vote, caller
      WHERE c.id = vote.id

@@ -498,6 +498,26 @@ def test_an_option_chooses_the_step_the_job_resumes_at_and_the_continuation_sees
     assert marks(tmp_path / "prod") == ["propose", "apply", "staging"]
 
 
+def test_under_a_quorum_the_vote_that_settles_chooses_the_option(
+    app, client, user, worker, tmp_path
+):
+    """Given options and minApprovals 2, when ada approves choosing deploy-staging and bob's
+    approval, which settles it, chooses deploy-prod, then the job resumes where deploy-prod
+    says (the step after the checkpoint), and the continuation sees deploy-prod."""
+    ada, bob = admins(app, client, "ada", "bob")
+    checkpoint = parked(user, {**OPTIONS, "minApprovals": 2}, marks=tmp_path / "marks")
+
+    first = ada.approve(checkpoint["id"], option="deploy-staging").get_json()["checkpoint"]
+    assert (first["status"], first["resumeStep"]) == ("PENDING", "apply")
+    response = bob.approve(checkpoint["id"], option="deploy-prod")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["checkpoint"]["resumeStep"] == "apply"
+
+    job = user.wait_for(checkpoint["jobId"], "COMPLETED")
+    assert job["result"] == {"option": "deploy-prod"}
+    assert marks(tmp_path / "marks") == ["propose", "apply", "staging"]
+
+
 @pytest.mark.parametrize(
     ("data", "field"),
     [({"note": "no ticket"}, "data"), ({"ticket": 7}, "data.ticket")],
