@@ -353,21 +353,24 @@ def test_without_veto_rejections_count_until_the_approvals_needed_cannot_come(
 def test_a_deadline_decides_as_on_timeout_says(
     app, user, worker, on_timeout, checkpoint_status, job_status
 ):
-    """Given expiresIn 60 and onTimeout reject (or fail), when the sweep runs at a time past
-    the deadline, then the checkpoint is REJECTED (or EXPIRED) by system:timeout, and the
-    job FAILED saying there was no decision in time."""
+    """Given expiresIn 60 and onTimeout reject (or fail), when two sweeps run at once at a
+    time past the deadline, then one of them decides it: the checkpoint is REJECTED (or
+    EXPIRED) by system:timeout, with one vote, and the job FAILED saying there was no
+    decision in time."""
     from worker import sweeps
 
     checkpoint = parked(user, {"expiresIn": 60, "onTimeout": on_timeout})
     with app.app_context():
         assert sweeps.time_out_due(later(30)) == 0
-        assert sweeps.time_out_due(later(120)) == 1
+    past = later(120)
+    assert sorted(in_app_threads(app, lambda: sweeps.time_out_due(past))) == [0, 1]
 
     job = user.wait_for(checkpoint["jobId"], job_status)
     (decided,) = job["checkpoints"]
     assert decided["status"] == checkpoint_status
     assert decided["decision"]["decidedBy"] == "system:timeout"
     assert decided["decision"]["userId"] is None
+    assert len(decided["votes"]) == 1
     assert job["error"].endswith("no decision within 60s"), job["error"]
 
 
