@@ -2,7 +2,8 @@
 
 ``agentq db ...`` is Flask-Migrate's; ``users``, ``tokens``, ``groups``, ``check-db``,
 ``verify``, ``demo``, ``serve``, ``worker``, ``beat``, ``flower`` and ``dev`` are
-agentq's own. Each prints what it did; a check that fails exits non-zero.
+agentq's own, and ``checkpoints`` (``app.checkpoints_cli``) reviews over the HTTP API.
+Each prints what it did; a check that fails exits non-zero.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from flask.cli import ScriptInfo
 from flask.cli import with_appcontext
 from flask_migrate.cli import db as migrations
 
+from app import checkpoints_cli
 from app import create_app
 from app import processes
 from app.auth import create_token
@@ -75,6 +77,7 @@ def main() -> None:
 
 
 main.add_command(migrations, "db")
+main.add_command(checkpoints_cli.checkpoints)
 
 
 @main.group()
