@@ -100,17 +100,17 @@ def review_defaults() -> Policy:
     and ``REVIEW_ON_TIMEOUT`` (approve, reject or fail); an unset one leaves the built-in
     default.
 
-    :raises ConfigError: for a value out of its range.
+    :raises ConfigError: for a value that is not a number, or out of its range.
     """
-    said = {
-        "allowSelfApproval": os.environ.get("REVIEW_ALLOW_SELF_APPROVAL")
-        and _env_bool("REVIEW_ALLOW_SELF_APPROVAL"),
-        "minApprovals": os.environ.get("REVIEW_MIN_APPROVALS")
-        and _env_int("REVIEW_MIN_APPROVALS", 1),
-        "expiresIn": os.environ.get("REVIEW_EXPIRES_IN") and _env_float("REVIEW_EXPIRES_IN", 0),
-        "onTimeout": os.environ.get("REVIEW_ON_TIMEOUT") or None,
-    }
     try:
+        said = {
+            "allowSelfApproval": os.environ.get("REVIEW_ALLOW_SELF_APPROVAL")
+            and _env_bool("REVIEW_ALLOW_SELF_APPROVAL"),
+            "minApprovals": os.environ.get("REVIEW_MIN_APPROVALS")
+            and _env_int("REVIEW_MIN_APPROVALS", 1),
+            "expiresIn": os.environ.get("REVIEW_EXPIRES_IN") and _env_float("REVIEW_EXPIRES_IN", 0),
+            "onTimeout": os.environ.get("REVIEW_ON_TIMEOUT") or None,
+        }
         return Policy.from_json({k: v for k, v in said.items() if v not in (None, "")})
     except ValueError as exc:
         raise ConfigError(f"REVIEW_* settings: {exc}") from None

@@ -149,14 +149,14 @@ class Policy:
         mine, r = self.resolved(), review
         return dataclasses.replace(
             mine,
-            approvers=_given(mine.approvers, r.approvers),
+            approvers=_narrowed(mine.approvers, r.approvers),
             allow_self_approval=mine.allow_self_approval and r.allow_self_approval is not False,
             min_approvals=max(mine.min_approvals, r.min_approvals or 1),
             veto_on_reject=mine.veto_on_reject or bool(r.veto_on_reject),
             expires_in=_least(mine.expires_in, r.expires_in),
             on_timeout=max(mine.on_timeout, r.on_timeout or mine.on_timeout, key=_strictness),
             remind_at=tuple(sorted(set(mine.remind_at) | set(r.remind_at or ()), reverse=True)),
-            escalate_to=_given(mine.escalate_to, r.escalate_to),
+            escalate_to=_narrowed(mine.escalate_to, r.escalate_to) or (),
             escalate_after=max(
                 (a for a in (mine.escalate_after, r.escalate_after) if a is not None),
                 default=None,
@@ -263,9 +263,13 @@ def _exceeds(value: float | None, limit: float | None) -> bool:
     return value is not None and limit is not None and value > limit
 
 
-def _given(mine: tuple[str, ...] | None, theirs: tuple[str, ...] | None):
-    """The review's list when it gives one (``loosened`` checked it names no one new)."""
-    return mine if theirs is None else theirs
+def _narrowed(mine: tuple[str, ...] | None, theirs: tuple[str, ...] | None):
+    """The names a review gives that ``mine`` allows (``mine`` None: anyone); ``mine`` when
+    the review gives none, or none that ``mine`` allows (it cannot widen, nor name others)."""
+    if theirs is None:
+        return mine
+    kept = theirs if mine is None else tuple(a for a in theirs if a in mine)
+    return kept or mine
 
 
 def _both(mine: dict | None, theirs: dict | None) -> dict | None:

@@ -33,6 +33,7 @@ from app.framework.views import View
 from app.framework.workspace import Workspace
 from app.policy import Option
 from app.policy import Policy
+from app.status import OnTimeout
 
 __all__ = [
     "APPROVAL_REQUIRED",
@@ -43,6 +44,7 @@ __all__ = [
     "FileDiff",
     "Handler",
     "Json",
+    "OnTimeout",
     "Option",
     "PermanentError",
     "Policy",

@@ -396,6 +396,7 @@ WITH caller AS (
                        ELSE CAST(:log_head AS text) END,
                   ' by ', caller.name,
                   CASE WHEN coalesce(CAST(checkpoint.policy->>'minApprovals' AS int), 1) > 1
+                        AND :outcome = :outcome_approved
                        THEN format(' (%s/%s approvals)', checkpoint.approvals,
                                    checkpoint.policy->>'minApprovals') END,
                   ': ' || nullif(:reason, ''))

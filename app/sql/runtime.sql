@@ -55,7 +55,7 @@ WITH due AS (
       FROM due, checkpoints c
      WHERE e.id = due.id AND c.id = e.checkpoint_id AND c.status = :checkpoint_pending
     RETURNING e.id, e.kind, e.data, e.checkpoint_id, c.job_id, c.handler, c.step, c.title,
-              c.expires_at
+              c.expires_at, c.approvers
 ), escalated AS (
     UPDATE checkpoints c
        SET approvers = ARRAY(SELECT DISTINCT a
@@ -73,7 +73,9 @@ WITH due AS (
                 THEN format('Reminder: checkpoint "%s" is decided by its deadline in %s',
                             fired.title,
                             make_interval(secs => CAST(fired.data->>'before' AS float8)))
-                ELSE format('Escalated: %s may now decide checkpoint "%s"',
+                ELSE format(CASE WHEN fired.approvers IS NULL
+                                 THEN 'Escalated to %s: checkpoint "%s" is still waiting'
+                                 ELSE 'Escalated: %s may now decide checkpoint "%s"' END,
                             array_to_string(ARRAY(SELECT jsonb_array_elements_text(
                                                           fired.data->'escalateTo')), ', '),
                             fired.title) END,
