@@ -95,19 +95,25 @@ def test_honcho_runs_the_procfile_for_a_jobs_lifecycle_and_ctrl_c_stops_it_all(
                 return False
 
         wait_until(answers, 90, "the web to be ready on $PORT")
-        made = subprocess.run(
-            [str(BIN / "agentq"), "users", "create", "operator", "--admin"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert made.returncode == 0, made.stdout + made.stderr
-        api = Http(f"http://127.0.0.1:{port}", made.stdout.strip().splitlines()[-1])
+
+        def new_token(*user: str) -> str:
+            made = subprocess.run(
+                [str(BIN / "agentq"), "users", "create", *user],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert made.returncode == 0, made.stdout + made.stderr
+            return made.stdout.strip().splitlines()[-1]
+
+        # An agent submits and the operator reviews: a submitter may not decide.
+        api = Http(f"http://127.0.0.1:{port}", new_token("operator", "--admin"))
+        agent = Http(f"http://127.0.0.1:{port}", new_token("agent"))
 
         files = [{"path": "hello.py", "content": "print('hello')\n"}]
-        job = api.enqueue("code-generation", {"files": files})
+        job = agent.enqueue("code-generation", {"files": files})
         api.wait_for(job["id"], "WAITING_APPROVAL", timeout=60)
         checkpoint = api.request("GET", f"/api/agent-jobs/{job['id']}/checkpoints")
         checkpoint_id = checkpoint.json()["checkpoints"][0]["id"]

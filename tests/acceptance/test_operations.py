@@ -193,11 +193,12 @@ def test_a_restored_backup_finishes_its_jobs_with_an_empty_redis(
             assert recovered["steps"][0]["worker"].startswith("restored@")
 
 
-def operator_token(env: dict[str, str]) -> str:
-    """An admin's token, made as an operator makes one: ``agentq users create NAME --admin``."""
+def new_token(env: dict[str, str], name: str, *options: str) -> str:
+    """A new user's token, made as an operator makes one: ``agentq users create NAME``
+    (``--admin`` among ``options`` for an admin)."""
     agentq = str(Path(sys.executable).parent / "agentq")
     done = subprocess.run(
-        [agentq, "users", "create", "operator", "--admin"],
+        [agentq, "users", "create", name, *options],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
@@ -213,18 +214,22 @@ def test_a_job_parked_across_a_deploy_continues_with_the_new_code(servers, tmp_p
     place (its ``apply`` step changed, and an ``announce`` step added after it), then the job
     still waits for review, and once approved it runs release 2's steps to completion: the
     step ledger shows release 1's ``propose`` and release 2's ``apply`` and ``announce``.
+    (An agent submits, the operator reviews.)
     """
     with (
         new_database(servers, template=servers.template) as database_url,
         EmbeddedRedis(tmp_path / "redis") as redis,
     ):
         env = own_servers(database_url, redis.url, tmp_path / "home")
-        token = operator_token(env)
+        token = new_token(env, "operator", "--admin")
+        submitter = new_token(env, "agent")
 
         release1 = System("release1", {**env, "AGENTQ_HANDLER_MODULES": "tests.handlers_v1"})
         with release1.running():
             http = Http(release1.web.url, token)
-            job = http.enqueue("test-release", {"change": "rename the flag"})
+            job = Http(release1.web.url, submitter).enqueue(
+                "test-release", {"change": "rename the flag"}
+            )
             parked = release1.wait_for(http, job["id"], "WAITING_APPROVAL", "FAILED")
             assert parked["status"] == "WAITING_APPROVAL", parked
 
@@ -260,19 +265,23 @@ def test_a_job_whose_next_step_a_deploy_removed_fails_and_holds_up_no_other(serv
     """Given a job parked under release 1, when release 3 (which renamed the step after the
     checkpoint) is deployed and the job approved, then the job FAILS saying which step this
     release does not have, instead of waiting for ever, and a job submitted right after
-    completes: the intent that cannot be sent holds up no other.
+    completes: the intent that cannot be sent holds up no other. (An agent submits, the
+    operator reviews.)
     """
     with (
         new_database(servers, template=servers.template) as database_url,
         EmbeddedRedis(tmp_path / "redis") as redis,
     ):
         env = own_servers(database_url, redis.url, tmp_path / "home")
-        token = operator_token(env)
+        token = new_token(env, "operator", "--admin")
+        submitter = new_token(env, "agent")
 
         release1 = System("release1", {**env, "AGENTQ_HANDLER_MODULES": "tests.handlers_v1"})
         with release1.running():
             http = Http(release1.web.url, token)
-            job = http.enqueue("test-release", {"change": "rename the flag"})
+            job = Http(release1.web.url, submitter).enqueue(
+                "test-release", {"change": "rename the flag"}
+            )
             parked = release1.wait_for(http, job["id"], "WAITING_APPROVAL", "FAILED")
             assert parked["status"] == "WAITING_APPROVAL", parked
 
