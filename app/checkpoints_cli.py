@@ -36,6 +36,8 @@ import click
 
 from app.status import CheckpointStatus
 from app.status import Outcome
+from app.terminal import table
+from app.terminal import when
 
 #: Where the API answers unless ``--url`` or ``AGENTQ_URL`` says otherwise.
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -173,7 +175,7 @@ def list_command(api: Api, job_type: str | None, mine: bool) -> None:
         )
         for c in pending
     ]
-    _table(("ID", "JOB TYPE", "TITLE", "VERSION", "VOTES", "DEADLINE", "OWNER", "MAY DECIDE"), rows)
+    table(("ID", "JOB TYPE", "TITLE", "VERSION", "VOTES", "DEADLINE", "OWNER", "MAY DECIDE"), rows)
 
 
 @checkpoints.command("show")
@@ -397,21 +399,6 @@ def _deadline(expires_at: str | None) -> str:
     return f"in {_duration(math.ceil(left / 60) * 60)}" if left > 0 else "passed"
 
 
-def _when(moment: str | None) -> str:
-    """An API time as the lists show it: UTC, to the second; ``-`` for none."""
-    if moment is None:
-        return "-"
-    return datetime.fromisoformat(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """Print ``rows`` under ``headers``, in columns as wide as their widest cell."""
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    for line in (headers, *rows):
-        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-        click.echo("  ".join(cells).rstrip())
-
-
 def _heading(checkpoint: dict, versions: list[dict]) -> None:
     """The checkpoint's title, id, job, status and where it stands among its versions."""
     job, current = checkpoint["job"], versions[-1]
@@ -428,7 +415,7 @@ def _heading(checkpoint: dict, versions: list[dict]) -> None:
         if checkpoint["expiresAt"]:
             status += f", deadline {_deadline(checkpoint['expiresAt'])}"
     elif checkpoint["decidedAt"]:
-        status += f" at {_when(checkpoint['decidedAt'])}"
+        status += f" at {when(checkpoint['decidedAt'])}"
     click.echo(f"  status      {status}")
     if current["id"] != checkpoint["id"]:
         click.echo(
@@ -459,7 +446,7 @@ def _policy_words(checkpoint: dict) -> list[str]:
     else:
         lines.append(
             f"deadline: {_duration(policy['expiresIn'])} after opening "
-            f"({_when(checkpoint['expiresAt'])}), then {policy['onTimeout']}"
+            f"({when(checkpoint['expiresAt'])}), then {policy['onTimeout']}"
         )
     if policy["remindAt"]:
         before = ", ".join(_duration(s) for s in policy["remindAt"])
@@ -485,7 +472,7 @@ def _policy_words(checkpoint: dict) -> list[str]:
 def _vote_lines(votes: list[dict]) -> list[str]:
     """Each vote: when, what, by whom, with which option, and the reviewer's words."""
     return [
-        f"{_when(v['createdAt'])}  {v['outcome']} by {v['decidedBy']}"
+        f"{when(v['createdAt'])}  {v['outcome']} by {v['decidedBy']}"
         + (f" ({v['option']})" if v["option"] else "")
         + (f": {v['reason']}" if v["reason"] else "")
         for v in votes

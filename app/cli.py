@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from datetime import UTC
-from datetime import datetime
 
 import click
 import flask_migrate
@@ -48,6 +46,8 @@ from app.groups import delete_group
 from app.groups import list_groups
 from app.groups import remove_members
 from app.health import readiness
+from app.terminal import table
+from app.terminal import when
 
 OK, FAIL = "\u2713", "\u2717"
 
@@ -104,10 +104,10 @@ def users_create(name: str, admin: bool) -> None:
 def users_list() -> None:
     """List the users: name, role, when created, and how many tokens they hold (not revoked)."""
     rows = [
-        (user.name, "admin" if user.is_admin else "user", _when(user.created_at), str(count))
+        (user.name, "admin" if user.is_admin else "user", when(user.created_at), str(count))
         for user, count in users_and_tokens()
     ]
-    _table(("NAME", "ROLE", "CREATED", "TOKENS"), rows)
+    table(("NAME", "ROLE", "CREATED", "TOKENS"), rows)
 
 
 def _set_role(name: str, admin: bool) -> None:
@@ -187,13 +187,13 @@ def tokens_list(name: str | None) -> None:
             str(row.id),
             row.user.name,
             f"{row.prefix}\u2026" if row.prefix else "-",
-            _when(row.created_at),
-            _when(row.last_used_at),
-            _when(row.revoked_at),
+            when(row.created_at),
+            when(row.last_used_at),
+            when(row.revoked_at),
         )
         for row in list_tokens(user)
     ]
-    _table(("ID", "USER", "TOKEN", "CREATED", "LAST USED", "REVOKED"), rows)
+    table(("ID", "USER", "TOKEN", "CREATED", "LAST USED", "REVOKED"), rows)
 
 
 @tokens.command("revoke")
@@ -275,20 +275,7 @@ def groups_list() -> None:
         (group.name, ", ".join(user.name for user in group.members) or "-")
         for group in list_groups()
     ]
-    _table(("GROUP", "MEMBERS"), rows)
-
-
-def _when(moment: datetime | None) -> str:
-    """A time as the lists show it: UTC, to the second; ``-`` for none."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
-
-
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """Print ``rows`` under ``headers``, in columns as wide as their widest cell."""
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
-    for line in (headers, *rows):
-        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-        click.echo("  ".join(cells).rstrip())
+    table(("GROUP", "MEMBERS"), rows)
 
 
 def _check(ok: bool, label: str) -> bool:
@@ -318,9 +305,9 @@ def check_db() -> None:
             _check(False, f"Database connection failed ({url}): {str(exc).splitlines()[0]}")
             sys.exit(1)
         ok = _check(True, f"Database connection successful ({url}, PostgreSQL {version})")
-        for table in sorted(db.metadata.tables):
-            present = table in tables
-            ok &= _check(present, f"{table} table {'exists' if present else 'is missing'}")
+        for name in sorted(db.metadata.tables):
+            present = name in tables
+            ok &= _check(present, f"{name} table {'exists' if present else 'is missing'}")
     if not ok:
         click.echo("Run `agentq db upgrade` to create the missing tables.")
         sys.exit(1)

@@ -77,25 +77,38 @@ class Gate:
 
 
 class Cluster:
-    """The hosts, and an admin's calls to the web and reads of the ledger, made on ``db``."""
+    """The hosts, and an admin's calls to the web and reads of the ledger, made on ``db``;
+    jobs are submitted by another user (``submitter``'s token), since their submitter
+    may not decide them."""
 
     def __init__(
-        self, db: netns.Host, hosts: list[netns.Host], token: str, database_url: str
+        self,
+        db: netns.Host,
+        hosts: list[netns.Host],
+        token: str,
+        submitter: str,
+        database_url: str,
     ) -> None:
         self.db = db
         self.hosts = {f"worker@{host.name}": host for host in hosts}
         self.web = f"http://{db.address}:8000"
         self.headers = {"Authorization": f"Bearer {token}"}
+        self.submitter = {"Authorization": f"Bearer {submitter}"}
         self.engine = sa.create_engine(sqlalchemy_url(database_url), poolclass=sa.pool.NullPool)
 
-    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+    def request(self, method: str, path: str, headers=None, **kwargs) -> requests.Response:
         return self.db.call(
-            requests.request, method, self.web + path, headers=self.headers, timeout=10, **kwargs
+            requests.request,
+            method,
+            self.web + path,
+            headers=headers or self.headers,
+            timeout=10,
+            **kwargs,
         )
 
     def enqueue(self, job_type: str, input_data: dict) -> dict:
         body = {"jobType": job_type, "taskDescription": "on many hosts", "inputData": input_data}
-        response = self.request("POST", "/api/agent-jobs", json=body)
+        response = self.request("POST", "/api/agent-jobs", headers=self.submitter, json=body)
         assert response.status_code == 201, response.text
         return response.json()["job"]
 
@@ -220,7 +233,8 @@ def cluster():
             host.start(Process(f"hosts-worker-{host.name}", argv, worker_env))
         # While they start.
         token = db.call(agentq, env, "users", "create", "admin", "--admin").split()[-1]
-        cluster = Cluster(db, hosts, token, env["DATABASE_URL"])
+        submitter = db.call(agentq, env, "users", "create", "agent").split()[-1]
+        cluster = Cluster(db, hosts, token, submitter, env["DATABASE_URL"])
         wait_until(lambda: _answers(cluster), 90, "the web to answer on the db host")
         wait_until(lambda: cluster.consuming() == WORKERS, 90, "three workers consuming")
         yield cluster

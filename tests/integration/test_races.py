@@ -30,7 +30,7 @@ def at_once(app, *calls) -> list[tuple[int, dict]]:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
+        thread.join(120)
     assert all(r is not None for r in results), results
     return results
 

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ApiUser
 from tests.conftest import wait_until
+from tests.integration.test_races import at_once
 
 pytestmark = pytest.mark.integration
 
@@ -684,26 +685,6 @@ def test_a_decision_on_a_cancelled_jobs_checkpoint_is_a_409(app, client, user, n
 # -- quorum under concurrency (no worker until the votes are in) ---------------------
 
 
-def at_once(app, calls) -> list[tuple[int, dict]]:
-    """Run each ``call(client)`` on its own thread and test client, released together."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def run(i: int) -> None:
-        client = app.test_client()
-        barrier.wait()
-        response = calls[i](client)
-        results[i] = (response.status_code, response.get_json())
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert all(r is not None for r in results), results
-    return results
-
-
 def continuations_waiting(client) -> float:
     """Dispatches of continuations not taken by a worker: queued, or still in the outbox."""
     from app.routing import CONTINUATIONS_QUEUE
@@ -740,7 +721,7 @@ def test_twenty_concurrent_votes_on_a_3_of_5_checkpoint_settle_it_once(
 
         return call
 
-    answers = at_once(app, [vote(five[i % 5]) for i in range(20)])
+    answers = at_once(app, *[vote(five[i % 5]) for i in range(20)])
 
     assert {status for status, _ in answers} <= {200, 409}, answers
     refused = {body["error"]["code"] for status, body in answers if status == 409}
