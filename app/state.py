@@ -25,6 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 from marshmallow import ValidationError
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -915,8 +916,13 @@ def _votes(checkpoint_id: uuid.UUID) -> tuple[DecisionRecord, ...]:
 
 
 def _refusal(checkpoint_id: uuid.UUID, outcome: Outcome, version: int | None, row: Any):
-    """Why the vote was not recorded, as the error to raise (read after the statement)."""
-    existing = db.session.get(Checkpoint, checkpoint_id)
+    """Why the vote was not recorded, as the error to raise (read after the statement).
+
+    The checkpoint and its job are read in one statement: read one after the other, a vote
+    settling the checkpoint in between would show a PENDING checkpoint of a job no longer
+    waiting for it.
+    """
+    existing = db.session.get(Checkpoint, checkpoint_id, options=[so.joinedload(Checkpoint.job)])
     if existing is None:
         return NotFoundError(f"Checkpoint {checkpoint_id} not found")
     if existing.status == CheckpointStatus.CHANGES_REQUESTED or (
