@@ -302,11 +302,14 @@ def test_every_figure_is_exact_with_three_web_and_two_worker_processes(
     decisions = {
         ("code-generation", "approved"): APPROVED,
         ("code-generation", "rejected"): REJECTED,
-        ("test-runtime-approval", "expired"): EXPIRING,
+        ("test-runtime-approval", "rejected"): EXPIRING,
     }
     assert figures(everywhere, "agentq_checkpoints_decided_total", "job_type", "outcome") == (
         decisions
     )
+    assert figures(everywhere, "agentq_checkpoint_timeouts_total", "job_type", "on_timeout") == {
+        ("test-runtime-approval", "reject"): EXPIRING
+    }
     assert figures(everywhere, "agentq_checkpoint_wait_seconds_count", "job_type", "outcome") == (
         decisions
     )

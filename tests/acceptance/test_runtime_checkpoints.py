@@ -41,18 +41,20 @@ def test_declared_approval_that_opens_none_goes_on(worker, user, files):
     assert done["checkpoints"] == []
 
 
-def test_unanswered_checkpoint_expires_and_fails_the_job(worker, user, admin, files):
+def test_unanswered_checkpoint_is_rejected_at_its_deadline_and_fails_the_job(worker, user, admin, files):
     """Given an approval checkpoint opened with expires_in, when nobody decides in time,
-    then the sweep expires it, the job fails saying so, and a late approval is refused."""
+    then the sweep rejects it as system:timeout (the default onTimeout), the job fails
+    saying so, and a late approval is refused."""
     job = user.enqueue(
         "test-runtime-approval", {**files.input(), "ask_in_review": True, "expires_in": 1}
     )
 
     failed = user.wait_for(job["id"], "FAILED", "COMPLETED")
 
-    assert failed["error"] == "Checkpoint expired"
+    assert failed["error"] == "Checkpoint rejected: no decision within 1s"
     [checkpoint] = failed["checkpoints"]
-    assert checkpoint["status"] == "EXPIRED"
+    assert checkpoint["status"] == "REJECTED"
+    assert checkpoint["decision"]["decidedBy"] == "system:timeout"
     assert checkpoint["expiresAt"] is not None
     late = admin.approve(checkpoint["id"])
     assert late.status_code == 409
