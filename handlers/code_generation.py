@@ -8,7 +8,6 @@ from marshmallow import fields
 from marshmallow import validate
 
 from app.framework import APPROVAL_REQUIRED
-from app.framework import Feedback
 from app.framework import FileDiff
 from app.framework import Handler
 from app.framework import Policy
@@ -68,15 +67,13 @@ handler = registry.register(
 def propose(ctx: StepContext) -> dict:
     """Propose the input's files; after a request for changes, the reviewer's files when
     they sent some, else the last proposal's, with their feedback recorded."""
-    files = ctx.input["files"]
-    if ctx.feedback is not None:
-        files = _revised(ctx, ctx.feedback)
+    files = ctx.revised("files", last=_last_proposal(ctx)) if ctx.feedback else ctx.input["files"]
     for f in files:
         ctx.workspace.resolve(f["path"])
     ctx.log(
         "thinking", f"Proposing {len(files)} file(s)", data={"paths": [f["path"] for f in files]}
     )
-    ctx.checkpoint(APPROVAL_REQUIRED, "Review file changes", data=_proposal(ctx, files=files))
+    ctx.checkpoint(APPROVAL_REQUIRED, "Review file changes", data=ctx.proposal(files=files))
     output = {"proposed": [f["path"] for f in files]}
     return output if ctx.feedback is None else {**output, "files": files}
 
@@ -93,24 +90,3 @@ def _last_proposal(ctx: StepContext) -> list[dict]:
     """The files propose last proposed: a revision's (its output keeps them), else the
     input's."""
     return ctx.outputs.get("propose", {}).get("files", ctx.input["files"])
-
-
-def _revised(ctx: StepContext, feedback: Feedback) -> list[dict]:
-    """The files a revision proposes: the reviewer's, when they sent some, else the last
-    proposal's."""
-    ctx.log(
-        "revision",
-        f"Revising after feedback from {feedback.by}: {feedback.text}",
-        data={"version": feedback.version + 1},
-    )
-    sent = feedback.data.get("files") if isinstance(feedback.data, dict) else None
-    return sent if sent is not None else _last_proposal(ctx)
-
-
-def _proposal(ctx: StepContext, **data) -> dict:
-    """A checkpoint's data; a revision's also records the feedback it takes in."""
-    feedback = ctx.feedback
-    if feedback is None:
-        return data
-    revision = {"version": feedback.version + 1, "feedback": feedback.text, "by": feedback.by}
-    return {**data, "revision": revision}

@@ -7,7 +7,6 @@ from marshmallow import fields
 from marshmallow import validate
 
 from app.framework import APPROVAL_REQUIRED
-from app.framework import Feedback
 from app.framework import Handler
 from app.framework import PermanentError
 from app.framework import Policy
@@ -51,15 +50,13 @@ handler = registry.register(
 def validate_records(ctx: StepContext) -> dict:
     """Propose the input's records; after a request for changes, the reviewer's records
     when they sent some, else the last proposal's, with their feedback recorded."""
-    records = ctx.input["records"]
-    if ctx.feedback is not None:
-        records = _revised(ctx, ctx.feedback, _validated(ctx))
+    records = ctx.revised("records", last=_validated(ctx)) if ctx.feedback else ctx.input["records"]
     columns = sorted({key for record in records for key in record})
     ctx.log("thinking", f"Validated {len(records)} record(s) with columns {', '.join(columns)}")
     ctx.checkpoint(
         APPROVAL_REQUIRED,
         f"Approve processing {len(records)} record(s)",
-        data=_proposal(ctx, records=records, columns=columns),
+        data=ctx.proposal(records=records, columns=columns),
     )
     output = {"count": len(records), "columns": columns}
     return output if ctx.feedback is None else {**output, "records": records}
@@ -76,12 +73,12 @@ def transform(ctx: StepContext) -> dict:
     """Upper-case the approved records' strings; after a request for changes, propose the
     reviewer's records when they sent some, else the last proposal's."""
     if ctx.feedback is not None:
-        output = _revised(ctx, ctx.feedback, ctx.outputs["transform"]["records"])
+        output = ctx.revised("records", last=ctx.outputs["transform"]["records"])
     else:
         output = _transformed(ctx, ctx.approved("records", default=_validated(ctx)))
     ctx.log("thinking", f"Transformed {len(output)} record(s)")
     ctx.checkpoint(
-        APPROVAL_REQUIRED, "Approve the transformed output", data=_proposal(ctx, records=output)
+        APPROVAL_REQUIRED, "Approve the transformed output", data=ctx.proposal(records=output)
     )
     return {"records": output}
 
@@ -113,23 +110,3 @@ def _validated(ctx: StepContext) -> list[dict]:
     """The records validate last proposed: a revision's (its output keeps them), else the
     input's."""
     return ctx.outputs.get("validate", {}).get("records", ctx.input["records"])
-
-
-def _revised(ctx: StepContext, feedback: Feedback, last: list[dict]) -> list[dict]:
-    """The records a revision proposes: the reviewer's, when they sent some, else ``last``."""
-    ctx.log(
-        "revision",
-        f"Revising after feedback from {feedback.by}: {feedback.text}",
-        data={"version": feedback.version + 1},
-    )
-    sent = feedback.data.get("records") if isinstance(feedback.data, dict) else None
-    return sent if sent is not None else last
-
-
-def _proposal(ctx: StepContext, **data) -> dict:
-    """A checkpoint's data; a revision's also records the feedback it takes in."""
-    feedback = ctx.feedback
-    if feedback is None:
-        return data
-    revision = {"version": feedback.version + 1, "feedback": feedback.text, "by": feedback.by}
-    return {**data, "revision": revision}

@@ -60,7 +60,8 @@ class StepContext:
     ``log(kind, message, data=None)`` writes a job log line at once (progress shows
     while the step runs); ``checkpoint(type, title, data=None, policy=None)``
     opens a checkpoint that is recorded with the step's result; ``approved(key,
-    default)`` is what the approver sent for ``key``.
+    default)`` is what the approver sent for ``key``; ``revised(key, last)`` and
+    ``proposal(**data)`` take a request for changes into the next proposal.
     """
 
     job_id: str
@@ -88,6 +89,33 @@ class StepContext:
         if isinstance(edited, dict) and key in edited:
             return edited[key]
         return default
+
+    def revised(self, key: str, last: Any) -> Any:
+        """After a request for changes: what the reviewer sent for ``key`` with it, else
+        ``last`` (the step's last proposal); logs that the step revises, and after whose
+        feedback.
+
+        >>> files = ctx.revised("files", last=previous) if ctx.feedback else ctx.input["files"]
+        """
+        feedback = self.feedback
+        if feedback is None:
+            return last
+        self.log(
+            "revision",
+            f"Revising after feedback from {feedback.by}: {feedback.text}",
+            data={"version": feedback.version + 1},
+        )
+        sent = feedback.data.get(key) if isinstance(feedback.data, dict) else None
+        return last if sent is None else sent
+
+    def proposal(self, **data: Any) -> dict:
+        """A checkpoint's data; after a request for changes it also records what it revises:
+        ``revision: {version, feedback, by}``."""
+        feedback = self.feedback
+        if feedback is None:
+            return data
+        revision = {"version": feedback.version + 1, "feedback": feedback.text, "by": feedback.by}
+        return {**data, "revision": revision}
 
     def checkpoint(
         self,
