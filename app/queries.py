@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from datetime import UTC
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +20,7 @@ from app.models import Job
 from app.models import JobLog
 from app.models import JobStep
 from app.models import User
+from app.policy import Policy
 from app.policy import review_policy
 from app.sql import run
 from app.sql import statements
@@ -99,7 +103,7 @@ def pending_checkpoints_page(
             "decided_at": r.decided_at,
             "decision": None,
             "version": r.version,
-            "review_policy": review_policy(r),
+            "review_policy": _policy(r.type, r.policy),
             "approvers": r.approvers,
             "approvals": r.approvals,
             "rejections": r.rejections,
@@ -127,6 +131,16 @@ def pending_checkpoints_page(
         }
         for r in rows
     ]
+
+
+@functools.lru_cache(maxsize=512)
+def _policy(checkpoint_type: str, text: str | None) -> Policy | None:
+    """The policy in force of a listed checkpoint, from its stored JSON's text: parsed once
+    for every row that has the same (most rows of a page do)."""
+    stored = SimpleNamespace(
+        type=checkpoint_type, policy=None if text is None else json.loads(text)
+    )
+    return review_policy(stored)
 
 
 def checkpoint_versions(checkpoint_id: uuid.UUID) -> tuple[Checkpoint, list[Checkpoint]]:

@@ -462,6 +462,18 @@ class BulkDecisionsSchema(Schema):
 # -- Responses -----------------------------------------------------------------------------
 
 
+class PolicyField(fields.Nested):
+    """A checkpoint's policy (a resolved ``Policy``), documented as ``ReviewPolicySchema``
+    and written as the policy's own JSON, every field named (marshmallow's nested dump of
+    each row's policy cost a page of 50 checkpoints a third of its time)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(ReviewPolicySchema, **kwargs)
+
+    def _serialize(self, value: Policy | None, attr, obj, **kwargs) -> dict | None:
+        return None if value is None else value.api_json
+
+
 class DecisionSchema(CamelSchema):
     """A vote: a reviewer's, or system:timeout's."""
 
@@ -497,7 +509,7 @@ class CheckpointSchema(CamelSchema):
         DecisionSchema, allow_none=True, metadata={"description": "The vote that settled it"}
     )
     version = fields.Integer(metadata={"description": "1, then one more per request for changes"})
-    policy = fields.Nested(ReviewPolicySchema, attribute="review_policy", allow_none=True)
+    policy = PolicyField(attribute="review_policy", allow_none=True)
     approvers = fields.List(
         fields.String(),
         allow_none=True,

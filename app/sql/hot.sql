@@ -428,14 +428,17 @@ SELECT caller.id AS user_id, caller.name AS user_name, caller.is_admin,
 -- vote on. Page 1 passes the smallest keyset there is, so every page is one range scan of
 -- ix_checkpoints_pending.
 SELECT c.id, c.job_id, c.type, c.status, c.title, c.data, c.step, c.resume_step,
-       c.created_at, c.expires_at, c.decided_at, c.version, c.policy, c.approvers,
+       c.created_at, c.expires_at, c.decided_at, c.version, CAST(c.policy AS text) AS policy,
+       c.approvers,
        c.approvals, c.rejections, may.decide AS may_decide,
-       (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                   'id', d.id, 'outcome', d.outcome, 'decided_by', coalesce(v.name, d.actor),
-                   'user_id', d.user_id, 'reason', d.reason, 'option', d.option,
-                   'created_at', d.created_at) ORDER BY d.created_at), '[]'::jsonb)
-          FROM decisions d LEFT JOIN users v ON v.id = d.user_id
-         WHERE d.checkpoint_id = c.id) AS votes,
+       CASE WHEN c.voters = '{}' THEN '[]'::jsonb
+            ELSE (SELECT jsonb_agg(jsonb_build_object(
+                             'id', d.id, 'outcome', d.outcome,
+                             'decided_by', coalesce(v.name, d.actor), 'user_id', d.user_id,
+                             'reason', d.reason, 'option', d.option,
+                             'created_at', d.created_at) ORDER BY d.created_at)
+                    FROM decisions d LEFT JOIN users v ON v.id = d.user_id
+                   WHERE d.checkpoint_id = c.id) END AS votes,
        j.job_type, j.task_description, j.input_data, j.priority, j.status AS job_status,
        j.current_step, j.result, j.error, j.user_id, u.name AS owner,
        j.created_at AS job_created_at, j.updated_at AS job_updated_at,
