@@ -87,9 +87,14 @@ def decide(
 
 def time_out(checkpoint_id: uuid.UUID, on_timeout: OnTimeout, reason: str, now: datetime) -> bool:
     """Decide a checkpoint whose deadline passed by ``now`` as ``on_timeout`` says; False
-    when someone decided it first (or it was cancelled)."""
+    when someone decided it first (or it was cancelled).
+
+    Its log fields (the checkpoint, its job) are bound for this decision only: a sweep
+    decides many, and its later lines are about none of them.
+    """
     try:
-        decided = decide(checkpoint_id, on_timeout.outcome, TIMEOUT, reason=reason, now=now)
+        with logs.bound():
+            decided = decide(checkpoint_id, on_timeout.outcome, TIMEOUT, reason=reason, now=now)
     except (InvalidTransition, NotFoundError):
         return False
     events.checkpoint_timed_out.send(decided.handler, on_timeout=on_timeout)

@@ -318,6 +318,16 @@ def celery_worker(servers):
 
 
 @pytest.fixture(autouse=True)
+def own_log_fields():
+    """The log fields a test binds end with it: a decision a test makes in its own thread
+    binds its checkpoint to that thread, as a request's binds it to the request."""
+    from app.observability import logs
+
+    with logs.bound():
+        yield
+
+
+@pytest.fixture(autouse=True)
 def clean_state(request):
     """A fresh test database, empty queues and no rate-limit counters before each test that
     uses the servers, even indirectly; a test that uses none (all of ``tests/unit``) starts

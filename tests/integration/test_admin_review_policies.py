@@ -354,7 +354,7 @@ def test_the_timeline_shows_votes_reminders_and_escalations(app, client, reviewe
     timeline = page[page.index("Timeline") : page.index("Steps")]
     voted = timeline.index("vote Approved by carol")
     assert 0 < timeline.index("reminder propose Reminder: checkpoint") < voted
-    assert 0 < timeline.index("escalation propose Escalated: carol may now decide") < voted
+    assert 0 < timeline.index("escalation propose Escalated to carol: checkpoint") < voted
     assert "vote Approved by carol · from an unknown address · Review v1 · approval of 2" in page
 
 
