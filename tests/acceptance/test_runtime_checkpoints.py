@@ -41,7 +41,9 @@ def test_declared_approval_that_opens_none_goes_on(worker, user, files):
     assert done["checkpoints"] == []
 
 
-def test_unanswered_checkpoint_is_rejected_at_its_deadline_and_fails_the_job(worker, user, admin, files):
+def test_unanswered_checkpoint_is_rejected_at_its_deadline_and_fails_the_job(
+    worker, user, admin, files
+):
     """Given an approval checkpoint opened with expires_in, when nobody decides in time,
     then the sweep rejects it as system:timeout (the default onTimeout), the job fails
     saying so, and a late approval is refused."""
