@@ -201,20 +201,29 @@ def show_command(api: Api, checkpoint_id: str) -> None:
     _proposal(checkpoint, versions)
 
 
-@checkpoints.command("approve")
-@click.argument("checkpoint_id", metavar="ID")
-@click.option("--reason", help="Why (kept with your vote).")
-@click.option("--option", help="One of the policy's named options.")
-@click.option(
-    "--data-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A JSON file: the checkpoint's data as you edited it.",
-)
-@click.option(
+#: The version a decision is on: the one the reviewer saw.
+_version = click.option(
     "--version",
     type=click.IntRange(min=1),
     help="The version you reviewed (refused if another is current); default: the current one.",
 )
+
+
+def _data_file(what: str):
+    """The ``--data-file`` option of a decision that may carry data: a JSON file of ``what``."""
+    return click.option(
+        "--data-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=f"A JSON file: {what}",
+    )
+
+
+@checkpoints.command("approve")
+@click.argument("checkpoint_id", metavar="ID")
+@click.option("--reason", help="Why (kept with your vote).")
+@click.option("--option", help="One of the policy's named options.")
+@_data_file("the checkpoint's data as you edited it.")
+@_version
 @_server_options
 def approve_command(
     api: Api,
@@ -232,11 +241,7 @@ def approve_command(
 @checkpoints.command("reject")
 @click.argument("checkpoint_id", metavar="ID")
 @click.option("--reason", required=True, help="Why (the job's error, when it fails).")
-@click.option(
-    "--version",
-    type=click.IntRange(min=1),
-    help="The version you reviewed (refused if another is current); default: the current one.",
-)
+@_version
 @_server_options
 def reject_command(api: Api, checkpoint_id: str, reason: str, version: int | None) -> None:
     """Reject checkpoint ID: the job fails (unless its policy counts rejections as votes)."""
@@ -246,16 +251,8 @@ def reject_command(api: Api, checkpoint_id: str, reason: str, version: int | Non
 @checkpoints.command("request-changes")
 @click.argument("checkpoint_id", metavar="ID")
 @click.option("--feedback", required=True, help="What to change; the step reads it.")
-@click.option(
-    "--data-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A JSON file: data for the next proposal (an edit of this one).",
-)
-@click.option(
-    "--version",
-    type=click.IntRange(min=1),
-    help="The version you reviewed (refused if another is current); default: the current one.",
-)
+@_data_file("data for the next proposal (an edit of this one).")
+@_version
 @_server_options
 def request_changes_command(
     api: Api, checkpoint_id: str, feedback: str, data_file: Path | None, version: int | None
