@@ -100,8 +100,9 @@ def processes_using(directory: Path) -> list[psutil.Process]:
 def test_dev_runs_the_guide_workflow_and_keeps_its_data(tmp_path):
     """Given a project directory and no DATABASE_URL or REDIS_URL, when a user runs
     `agentq dev`, then it serves the API with an admin token it prints, `agentq demo` and
-    `agentq check-db` find it on their own, Ctrl-C stops everything, and a second start
-    finds the data of the first."""
+    `agentq check-db` find it on their own, Ctrl-C stops everything, a second start finds
+    the data of the first, and a third one beside it is refused at once, naming the running
+    one, which keeps running."""
     dev = Dev(tmp_path, free_port())
     banner = dev.start()
     try:
@@ -130,6 +131,11 @@ def test_dev_runs_the_guide_workflow_and_keeps_its_data(tmp_path):
         assert "export TOKEN" not in banner
         jobs = dev.get("/api/agent-jobs", token)["jobs"]
         assert [j["status"] for j in jobs] == ["COMPLETED"]
+
+        beside = Dev(tmp_path, free_port()).run("dev")
+        assert beside.returncode != 0
+        assert f"already running here (pid {dev.proc.pid})" in beside.stdout + beside.stderr
+        assert dev.proc.poll() is None
     finally:
         out = dev.stop(signal.SIGTERM)
     assert "Stopped" in out
@@ -148,29 +154,6 @@ def test_commands_say_how_to_start_when_nothing_runs(tmp_path):
     assert done.returncode == 1
     assert "\u2717 DATABASE_URL is not set" in done.stdout
     assert "agentq dev" in done.stdout
-
-
-def test_a_second_dev_in_the_same_project_is_refused(tmp_path):
-    """Given `agentq dev` running in a project, when the user starts another one there,
-    then it refuses at once, naming the running one, and the first keeps running."""
-    dev = Dev(tmp_path, free_port())
-    dev.start()
-    try:
-        second = Dev(tmp_path, free_port())
-        done = subprocess.run(
-            [AGENTQ, "dev"],
-            cwd=tmp_path,
-            env=second.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode != 0
-        assert f"already running here (pid {dev.proc.pid})" in done.stdout + done.stderr
-        assert dev.proc.poll() is None
-    finally:
-        dev.stop(signal.SIGINT)
-    wait_until(lambda: not processes_using(tmp_path), 30, "every process of agentq dev to end")
 
 
 def test_a_crashed_worker_is_restarted_and_said_so(tmp_path):
