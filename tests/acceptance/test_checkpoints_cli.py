@@ -1,6 +1,12 @@
-"""``agentq checkpoints``, run as a reviewer runs it from their laptop: a subprocess that
-talks to a real web process (gunicorn, one for the module) over HTTP with a token, while
-the session's worker runs the steps.
+"""``agentq checkpoints``, run as a reviewer runs it from their laptop: commands that talk
+to a real web process (gunicorn, one for the module) over HTTP with a token, while the
+session's worker runs the steps.
+
+The commands run in this process (:func:`~tests.acceptance.test_cli.invoke`, with
+``AGENTQ_URL`` and ``AGENTQ_TOKEN`` in the environment). The installed script runs in a
+subprocess at the repo root where the process is the point: ``show`` printing its diff
+uncoloured on a pipe, and the errors with no token or no server, the whole of stderr one
+line.
 
 A non-admin ``user`` submits and an ``admin`` reviews: a job's submitter may not decide
 its checkpoints.
@@ -16,6 +22,7 @@ import pytest
 from app.dev.embedded import free_port
 from tests.acceptance.running import Gunicorn
 from tests.acceptance.test_cli import agentq
+from tests.acceptance.test_cli import invoke
 from tests.acceptance.test_cli import rows
 from tests.conftest import ApiUser
 from tests.conftest import wait_until
@@ -39,10 +46,11 @@ def web(servers):
 
 @pytest.fixture
 def review(web):
-    """``review(token, *args)``: ``agentq checkpoints ARGS`` against ``web`` with ``token``."""
+    """``review(token, *args)``: ``agentq checkpoints ARGS`` against ``web`` with ``token``,
+    in this process."""
 
     def run(token: str, *args: str):
-        return agentq("checkpoints", *args, AGENTQ_URL=web.url, AGENTQ_TOKEN=token)
+        return invoke("checkpoints", *args, AGENTQ_URL=web.url, AGENTQ_TOKEN=token)
 
     return run
 
@@ -104,13 +112,18 @@ def test_list_shows_a_parked_code_generation_checkpoint(worker, review, user, ad
     assert "This endpoint is for admins" in refused(review(user.token, "list"))
 
 
-def test_show_prints_the_proposal_as_a_diff(worker, review, user, admin):
+def test_show_prints_the_proposal_as_a_diff(worker, web, review, user, admin):
     """Given a parked code-generation job, when an admin shows its checkpoint (by its id,
     or the start of it the list shows), then they read its job, policy and the proposed
     file as a diff, uncoloured on a pipe."""
     job, checkpoint = parked(user)
 
-    shown = said(review(admin.token, "show", checkpoint["id"]))
+    # The installed script, its stdout on a pipe: only a process tells a pipe from a terminal.
+    shown = said(
+        agentq(
+            "checkpoints", "show", checkpoint["id"], AGENTQ_URL=web.url, AGENTQ_TOKEN=admin.token
+        )
+    )
 
     assert said(review(admin.token, "show", checkpoint["id"][:8])) == shown
     assert "Review file changes" in shown

@@ -1,4 +1,14 @@
-"""The ``agentq`` console script, run as a user would run it: a subprocess at the repo root."""
+"""The ``agentq`` console script.
+
+Most commands run in this process (:func:`invoke`: click's test runner, on the session's
+app and so its test database), saving each the second or so the script takes to start.
+Some still run the installed script in a subprocess at the repo root (:func:`agentq`),
+where the process is the point: a user's command that succeeds and one refused, on
+pipes (``test_creating_a_user_twice_is_refused``), ``--help`` and ``--version`` with no
+database, ``check-db`` and ``verify`` (which make their own app, from the environment),
+``users list`` (in this process a deprecation warning fails it) and the servers
+``flower`` and ``serve``.
+"""
 
 import functools
 import importlib.metadata
@@ -7,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import traceback
 import urllib.request
 import uuid
 from pathlib import Path
@@ -14,7 +25,10 @@ from pathlib import Path
 import psutil
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
+from flask import Flask
 
+from app.cli import main
 from app.extensions import db
 from tests.conftest import wait_until
 from tests.integration.admin_pages import sign_in
@@ -38,6 +52,26 @@ def agentq(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+def invoke(*args: str, app: Flask | None = None, **env: str) -> subprocess.CompletedProcess:
+    """Run ``agentq ARGS`` in this process and return what :func:`agentq` returns for the
+    script: exit status, stdout and stderr.
+
+    ``app`` is the app the commands load (``app.test_cli_runner()`` hands it to them in
+    place of the one the script makes); ``checkpoints`` loads none. ``env`` is added to the
+    environment. An exception no command handled, which the script would print as a
+    traceback, is written on stderr as one::
+
+        invoke("users", "create", "ada", app=app)
+        invoke("checkpoints", "list", AGENTQ_URL=url, AGENTQ_TOKEN=token)
+    """
+    runner = CliRunner() if app is None else app.test_cli_runner()
+    result = runner.invoke(main, args, env=env, prog_name="agentq")
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["agentq", *args], result.exit_code, result.stdout, stderr)
+
+
 def last_line(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout.strip().splitlines()[-1]
@@ -49,14 +83,14 @@ def get(client, path: str, token: str):
 
 def test_users_create_admin_prints_a_working_admin_token(app, client):
     """Given no users, when `agentq users create ada --admin`, then its token opens admin pages."""
-    token = last_line(agentq("users", "create", "ada", "--admin"))
+    token = last_line(invoke("users", "create", "ada", "--admin", app=app))
     assert get(client, ADMIN_ONLY, token).status_code == 200
     assert get(client, "/api/agent-jobs", token).status_code == 200
 
 
 def test_users_create_without_admin_gets_a_user_token(app, client):
     """Given `agentq users create bob`, when bob calls an admin endpoint, then 403, user API 200."""
-    token = last_line(agentq("users", "create", "bob"))
+    token = last_line(invoke("users", "create", "bob", app=app))
     assert get(client, "/api/agent-jobs", token).status_code == 200
     forbidden = get(client, ADMIN_ONLY, token)
     assert forbidden.status_code == 403
@@ -65,8 +99,8 @@ def test_users_create_without_admin_gets_a_user_token(app, client):
 
 def test_tokens_create_and_revoke(app, client):
     """Given a user, when a token is made then revoked, then it works, then gets 401 at once."""
-    first = last_line(agentq("users", "create", "carol"))
-    created = agentq("tokens", "create", "carol")
+    first = last_line(invoke("users", "create", "carol", app=app))
+    created = invoke("tokens", "create", "carol", app=app)
     token = last_line(created)
     assert token != first
     match = re.search(r"Created token ([0-9a-f-]{36}) for carol", created.stdout)
@@ -74,7 +108,7 @@ def test_tokens_create_and_revoke(app, client):
     token_id = match.group(1)
     assert get(client, "/api/agent-jobs", token).status_code == 200
 
-    revoked = agentq("tokens", "revoke", token_id)
+    revoked = invoke("tokens", "revoke", token_id, app=app)
     assert revoked.returncode == 0, revoked.stdout + revoked.stderr
     assert token_id in revoked.stdout
 
@@ -123,13 +157,13 @@ def test_verify_with_a_running_worker(app, worker):
 
 def test_unknown_user_or_token_is_an_error_message_not_a_traceback(app):
     """Given no user "nobody", when making or revoking tokens wrongly, then exit 1 and a message."""
-    done = agentq("tokens", "create", "nobody")
+    done = invoke("tokens", "create", "nobody", app=app)
     assert done.returncode == 1
     assert "User 'nobody' not found" in done.stderr
     assert "Traceback" not in done.stderr
 
     token_id = str(uuid.uuid4())
-    revoked = agentq("tokens", "revoke", token_id)
+    revoked = invoke("tokens", "revoke", token_id, app=app)
     assert revoked.returncode == 1
     assert f"Token {token_id} not found" in revoked.stderr
     assert "Traceback" not in revoked.stderr
@@ -137,6 +171,8 @@ def test_unknown_user_or_token_is_an_error_message_not_a_traceback(app):
 
 def test_creating_a_user_twice_is_refused(app, client):
     """Given user dora exists, when `agentq users create dora` again, then exit 1, no new token."""
+    # The installed script, its streams on pipes: the exit statuses the shell sees, the
+    # token uncoloured (the API takes it), the refusal a message and not a traceback.
     token = last_line(agentq("users", "create", "dora"))
     again = agentq("users", "create", "dora", "--admin")
     assert again.returncode == 1
@@ -177,18 +213,18 @@ def test_promote_names_itself_on_the_403_page_and_demote_takes_the_role_back(app
     assert refused.status_code == 403
     assert f"agentq users promote {user.name}" in refused.get_data(as_text=True)
 
-    promoted = agentq("users", "promote", user.name)
+    promoted = invoke("users", "promote", user.name, app=app)
     assert promoted.returncode == 0, promoted.stderr
     assert promoted.stdout.strip() == f"{user.name} is now an admin (was a user)"
     assert client.get("/admin/jobs").status_code == 200
     assert get(client, ADMIN_ONLY, user.token).status_code == 200
 
-    demoted = agentq("users", "demote", user.name)
+    demoted = invoke("users", "demote", user.name, app=app)
     assert demoted.stdout.strip() == f"{user.name} is now a user (was an admin)"
     assert client.get("/admin/jobs").status_code == 403
     assert get(client, ADMIN_ONLY, user.token).status_code == 403
 
-    unknown = agentq("users", "promote", "nobody")
+    unknown = invoke("users", "promote", "nobody", app=app)
     assert unknown.returncode == 1
     assert "User 'nobody' not found" in unknown.stderr
     assert "Traceback" not in unknown.stderr
@@ -225,6 +261,8 @@ def test_users_list_and_tokens_list_show_roles_tokens_and_last_use(app, client):
         erin_token_id = str(revoke_token(erin_row.id).id)
     assert get(client, "/api/agent-jobs", used).status_code == 200
 
+    # A subprocess: users_and_tokens() calls Result.tuples(), deprecated in SQLAlchemy 2.1,
+    # and in this process, where warnings are errors (pyproject.toml), that fails the command.
     users = {row["NAME"]: row for row in rows(agentq("users", "list"))}
     assert {name: (u["ROLE"], u["TOKENS"]) for name, u in users.items()} == {
         "erin": ("admin", "0"),
@@ -232,7 +270,7 @@ def test_users_list_and_tokens_list_show_roles_tokens_and_last_use(app, client):
     }
     assert WHEN.fullmatch(users["finn"]["CREATED"])
 
-    tokens = rows(agentq("tokens", "list"))
+    tokens = rows(invoke("tokens", "list", app=app))
     assert [(t["USER"], t["TOKEN"]) for t in tokens] == [
         ("erin", f"{erin_token[:8]}\u2026"),
         ("finn", f"{used[:8]}\u2026"),
@@ -243,7 +281,7 @@ def test_users_list_and_tokens_list_show_roles_tokens_and_last_use(app, client):
     assert WHEN.fullmatch(erin["REVOKED"]) and erin["LAST USED"] == "-"
     assert WHEN.fullmatch(finn_used["LAST USED"]) and finn_used["REVOKED"] == "-"
     assert finn_unused["LAST USED"] == "-" and finn_unused["REVOKED"] == "-"
-    assert rows(agentq("tokens", "list", "finn")) == [finn_used, finn_unused]
+    assert rows(invoke("tokens", "list", "finn", app=app)) == [finn_used, finn_unused]
 
 
 def test_tokens_revoke_by_a_unique_prefix_and_not_by_an_ambiguous_one(app, client, user):
@@ -264,16 +302,16 @@ def test_tokens_revoke_by_a_unique_prefix_and_not_by_an_ambiguous_one(app, clien
         row, other = create_token(db.session.get(User, user.id))
         other_id = str(row.id)
 
-    ambiguous = agentq("tokens", "revoke", "ABCDEF")
+    ambiguous = invoke("tokens", "revoke", "ABCDEF", app=app)
     assert ambiguous.returncode == 1
     assert "ABCDEF starts 2 token ids" in ambiguous.stderr
     for token_id in twins:
         assert f"{token_id}  {user.name}" in ambiguous.stderr
     assert [get(client, "/api/agent-jobs", t).status_code for t in made] == [200, 200]
 
-    whole = agentq("tokens", "revoke", str(twins[0]).upper())
+    whole = invoke("tokens", "revoke", str(twins[0]).upper(), app=app)
     assert whole.stdout.strip() == f"Revoked token {twins[0]} of {user.name}"
-    start = agentq("tokens", "revoke", other_id[:8])
+    start = invoke("tokens", "revoke", other_id[:8], app=app)
     assert start.stdout.strip() == f"Revoked token {other_id} of {user.name}"
     statuses = [get(client, "/api/agent-jobs", t).status_code for t in (*made, other, user.token)]
     assert statuses == [401, 200, 401, 200]

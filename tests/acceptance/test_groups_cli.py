@@ -1,9 +1,12 @@
-"""``agentq groups``, run as an operator runs it: a subprocess at the repo root."""
+"""``agentq groups``, as an operator runs it: in this process, on the session's app
+(:func:`~tests.acceptance.test_cli.invoke`), but for a refusal and a list that run the
+installed script in a subprocess at the repo root."""
 
 import pytest
 import sqlalchemy as sa
 
 from tests.acceptance.test_cli import agentq
+from tests.acceptance.test_cli import invoke
 from tests.acceptance.test_cli import rows
 
 pytestmark = [pytest.mark.acceptance]
@@ -46,23 +49,29 @@ def test_create_add_list_remove_delete(app):
         create_user("ada")
         create_user("bob")
 
-    created = said(agentq("groups", "create", "reviewers"))
+    created = said(invoke("groups", "create", "reviewers", app=app))
     assert created == "Created group reviewers; a review policy's approvers name it group:reviewers"
-    said(agentq("groups", "create", "writers"))
-    assert said(agentq("groups", "add", "reviewers", "ada", "bob")) == "Added ada, bob to reviewers"
-    again = said(agentq("groups", "add", "reviewers", "bob"))
+    said(invoke("groups", "create", "writers", app=app))
+    assert (
+        said(invoke("groups", "add", "reviewers", "ada", "bob", app=app))
+        == "Added ada, bob to reviewers"
+    )
+    again = said(invoke("groups", "add", "reviewers", "bob", app=app))
     assert again == "bob was already a member"
-    assert groups(agentq("groups", "list")) == {"reviewers": "ada, bob", "writers": "-"}
+    assert groups(invoke("groups", "list", app=app)) == {"reviewers": "ada, bob", "writers": "-"}
     assert may_decide(app, "bob", ["group:reviewers"])
 
-    removed = said(agentq("groups", "remove", "reviewers", "bob", "ada"))
+    removed = said(invoke("groups", "remove", "reviewers", "bob", "ada", app=app))
     assert removed == "Removed bob, ada from reviewers"
     assert not may_decide(app, "bob", ["group:reviewers"])
-    said(agentq("groups", "add", "reviewers", "ada"))
-    assert groups(agentq("groups", "list")) == {"reviewers": "ada", "writers": "-"}
+    said(invoke("groups", "add", "reviewers", "ada", app=app))
+    assert groups(invoke("groups", "list", app=app)) == {"reviewers": "ada", "writers": "-"}
 
-    assert said(agentq("groups", "delete", "reviewers")) == "Deleted group reviewers (1 member)"
-    assert groups(agentq("groups", "list")) == {"writers": "-"}
+    assert (
+        said(invoke("groups", "delete", "reviewers", app=app))
+        == "Deleted group reviewers (1 member)"
+    )
+    assert groups(invoke("groups", "list", app=app)) == {"writers": "-"}
     assert not may_decide(app, "ada", ["group:reviewers"])
 
 
@@ -77,17 +86,25 @@ def test_mistakes_are_one_line_messages_and_change_nothing(app):
         create_user("ada")
         create_group("reviewers")
 
-    assert "Invalid group name 'two words'" in refused(agentq("groups", "create", "two words"))
+    assert "Invalid group name 'two words'" in refused(
+        invoke("groups", "create", "two words", app=app)
+    )
+    # This refusal and the last list run the installed script, its streams on pipes: the
+    # exit statuses the shell sees, the whole of stderr one line, the table a pipe gets.
     assert (
         refused(agentq("groups", "create", "reviewers"))
         == "Error: Group 'reviewers' already exists"
     )
-    assert refused(agentq("groups", "add", "nobody", "ada")) == "Error: Group 'nobody' not found"
-    unknown = refused(agentq("groups", "add", "reviewers", "ghost", "ada", "phantom"))
+    assert (
+        refused(invoke("groups", "add", "nobody", "ada", app=app))
+        == "Error: Group 'nobody' not found"
+    )
+    unknown = refused(invoke("groups", "add", "reviewers", "ghost", "ada", "phantom", app=app))
     assert unknown == "Error: Users 'ghost', 'phantom' not found"
     assert (
-        refused(agentq("groups", "remove", "reviewers", "ghost")) == "Error: User 'ghost' not found"
+        refused(invoke("groups", "remove", "reviewers", "ghost", app=app))
+        == "Error: User 'ghost' not found"
     )
-    assert "Group 'nobody' not found" in refused(agentq("groups", "delete", "nobody"))
+    assert "Group 'nobody' not found" in refused(invoke("groups", "delete", "nobody", app=app))
 
     assert groups(agentq("groups", "list")) == {"reviewers": "-"}
