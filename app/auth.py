@@ -107,7 +107,7 @@ def users_and_tokens() -> list[tuple[User, int]]:
         .group_by(User.id)
         .order_by(User.name)
     )
-    return list(db.session.execute(stmt).tuples())
+    return [(user, tokens) for user, tokens in db.session.execute(stmt)]
 
 
 def set_admin(user: User, admin: bool) -> bool:

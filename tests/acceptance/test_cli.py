@@ -6,8 +6,7 @@ Some still run the installed script in a subprocess at the repo root (:func:`age
 where the process is the point: a user's command that succeeds and one refused, on
 pipes (``test_creating_a_user_twice_is_refused``), ``--help`` and ``--version`` with no
 database, ``check-db`` and ``verify`` (which make their own app, from the environment),
-``users list`` (in this process a deprecation warning fails it) and the servers
-``flower`` and ``serve``.
+and the servers ``flower`` and ``serve``.
 """
 
 import functools
@@ -261,9 +260,7 @@ def test_users_list_and_tokens_list_show_roles_tokens_and_last_use(app, client):
         erin_token_id = str(revoke_token(erin_row.id).id)
     assert get(client, "/api/agent-jobs", used).status_code == 200
 
-    # A subprocess: users_and_tokens() calls Result.tuples(), deprecated in SQLAlchemy 2.1,
-    # and in this process, where warnings are errors (pyproject.toml), that fails the command.
-    users = {row["NAME"]: row for row in rows(agentq("users", "list"))}
+    users = {row["NAME"]: row for row in rows(invoke("users", "list", app=app))}
     assert {name: (u["ROLE"], u["TOKENS"]) for name, u in users.items()} == {
         "erin": ("admin", "0"),
         "finn": ("user", "2"),
