@@ -146,7 +146,8 @@ def celery_settings(
     - ``worker_cancel_long_running_tasks_on_connection_loss``: a step whose broker
       connection dropped will be re-delivered anyway; cancel the first copy.
     - ``broker_connection_retry_on_startup``: set explicitly; a worker started before
-      Redis keeps trying instead of exiting.
+      Redis keeps trying instead of exiting, and ``worker_consumer`` tries a lost broker
+      again every second or two instead of up to 30 s apart (``worker.consumer``).
     - Priorities: kombu serves LOWER numbers first and caps them at 9; agentq uses
       a transport whose channel accepts 0..10 (``worker.transport``) with one list
       per level, and sends ``10 - priority`` so higher agentq priorities run first;
@@ -162,6 +163,7 @@ def celery_settings(
         "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
+        "worker_consumer": "worker.consumer:Consumer",
         "task_ignore_result": True,
         "result_backend": None,
         "task_acks_late": True,

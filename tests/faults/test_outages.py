@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -60,7 +61,8 @@ def test_redis_restarts_and_an_outage(app, servers, system, tokens):
             "approving.",
             "The API commits each job or decision with its dispatch intent (the outbox) and "
             "answers 201/200; the publish that follows fails fast (socket timeouts) and the "
-            "sweep publishes the intent once Redis is back. Workers reconnect; messages "
+            "sweep publishes the intent once Redis is back. Workers try Redis again every "
+            "2 s at most, and reconnect within 2 s of its return; messages "
             "they held come back (AOF keeps queues and kombu's unacked hash). The rate "
             "limiter, whose counters live in Redis, lets requests through while it is away.",
             stream,
@@ -70,6 +72,10 @@ def test_redis_restarts_and_an_outage(app, servers, system, tokens):
     )
     assert during > 0, "no submission was answered 201 while Redis was down"
     check(stream, settled, system)
+    # Workers tried the lost Redis again every 2 s at most (worker.consumer), as they say.
+    said = "\n".join(worker.output() for worker in system.workers)
+    intervals = [float(s) for s in re.findall(r"Trying again in ([\d.]+) seconds?", said)]
+    assert intervals and max(intervals) <= 2, intervals
 
 
 def test_postgres_restarts_and_an_outage(app, servers, system, tokens):
