@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from celery.utils.nodenames import host_format
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL = bool(
@@ -255,6 +256,14 @@ def celery_process(kind: str, *args: str, name: str | None = None, env=None) -> 
     return Process(name or kind, processes.argv(kind, *args), env)
 
 
+def answers(celery, hostname: str | None = None) -> bool:
+    """Whether a worker answers a ping (the worker ``hostname``, Celery's ``%h`` in it
+    expanded, when given). It returns with the first answer: a ping without a limit waits
+    out its timeout, half a second, even once every worker has answered."""
+    destination = None if hostname is None else [host_format(hostname)]
+    return bool(celery.control.ping(destination=destination, timeout=0.5, limit=1))
+
+
 def wait_until(predicate, timeout: float = 30.0, message: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -353,7 +362,7 @@ def worker(celery_worker, app):
     if not celery_worker.running():
         celery_worker.start()
     celery = app.extensions["celery"]
-    wait_until(lambda: celery.control.ping(timeout=0.5), 60, "the worker to answer a ping")
+    wait_until(lambda: answers(celery), 60, "the worker to answer a ping")
     return celery_worker
 
 
@@ -377,7 +386,7 @@ def stop_worker(app, celery_worker) -> None:
     worker answers."""
     celery = app.extensions["celery"]
     celery_worker.stop()
-    wait_until(lambda: not celery.control.ping(timeout=0.5), 30, "no worker to answer")
+    wait_until(lambda: not answers(celery), 30, "no worker to answer")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import requests
 from app import processes
 from app.dev.embedded import free_port
 from tests.conftest import Process
+from tests.conftest import answers
 from tests.conftest import wait_until
 
 
@@ -52,14 +53,9 @@ class Worker(Process):
     def start(self, celery) -> None:
         """Start it and wait until it answers a ping through ``celery`` (the test app's)."""
         super().start()
-        prefix = self.hostname.split("@")[0] + "@"
-
-        def answers() -> bool:
-            self.alive()
-            replies = celery.control.ping(timeout=0.5) or []
-            return any(name.startswith(prefix) for reply in replies for name in reply)
-
-        wait_until(answers, 60, "the worker to answer a ping")
+        wait_until(
+            lambda: self.alive() and answers(celery, self.hostname), 60, "the worker to answer"
+        )
 
 
 class Http:

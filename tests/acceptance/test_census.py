@@ -19,6 +19,7 @@ from app import routing
 from bench import census
 from bench.client import Api
 from tests.acceptance.running import Gunicorn
+from tests.conftest import answers
 from tests.conftest import celery_process
 from tests.conftest import wait_until
 
@@ -71,7 +72,7 @@ def counted(servers, app, no_worker):
         web.start()
         worker.start()
         celery = app.extensions["celery"]
-        wait_until(lambda: celery.control.ping(timeout=0.5), 60, "the census worker to answer")
+        wait_until(lambda: answers(celery), 60, "the census worker to answer")
 
         def sql(statement: str, params=None) -> list[tuple]:
             with observer.cursor() as cursor:

@@ -12,6 +12,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import answers
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.acceptance]
@@ -467,7 +468,7 @@ def test_worker_started_during_pause_stays_paused(worker, app, user, admin):
         worker.stop()
         worker.start()
         celery = app.extensions["celery"]
-        wait_until(lambda: celery.control.ping(timeout=0.5), 60, "the worker to answer a ping")
+        wait_until(lambda: answers(celery), 60, "the worker to answer a ping")
         job = user.enqueue("simple-task", {"during": "pause"})
         wait_published(app)
 

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.acceptance.running import Worker
+from tests.conftest import answers
 from tests.conftest import stop_worker
 from tests.conftest import wait_until
 
@@ -93,7 +94,7 @@ def test_a_job_submitted_while_redis_is_down_runs_when_it_is_back(app, servers, 
     wait_until(lambda: outbox_rows(app, job["id"]) == 0, 10, "the job's outbox rows to drain")
     # The worker is back on the broker for the tests that follow.
     celery = app.extensions["celery"]
-    wait_until(lambda: celery.control.ping(timeout=0.5), 60, "the worker to answer a ping")
+    wait_until(lambda: answers(celery), 60, "the worker to answer a ping")
 
 
 def sent_jobs(app, user, count: int) -> list[str]:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from app import routing
 from tests.conftest import Process
+from tests.conftest import answers
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -123,7 +124,7 @@ def test_a_worker_started_for_one_queue_runs_only_its_steps(app, no_worker, user
     worker.start()
     try:
         celery = app.extensions["celery"]
-        wait_until(lambda: worker.alive() and celery.control.ping(timeout=0.5), 60, "the worker")
+        wait_until(lambda: worker.alive() and answers(celery), 60, "the worker")
         elsewhere = user.enqueue("test-flood", {"n": 0})
         mine = user.enqueue("simple-task")
         user.wait_for(mine["id"], "COMPLETED")
