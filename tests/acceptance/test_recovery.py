@@ -129,8 +129,8 @@ def test_steps_taken_while_postgres_is_down_run_when_it_is_back(app, servers, ce
     try:
         worker.start(app.extensions["celery"])
         wait_until(lambda: queued(servers) == 0, 60, "the worker to take every message")
-        # Longer than the first few claim retries (0.5, 1, 2, 4 s): they go on.
-        time.sleep(10)
+        # Longer than the first claim retries (0.5, 1, 2 s): they go on.
+        time.sleep(4)
     finally:
         servers.pg.start()
     try:
