@@ -29,6 +29,10 @@ class Gunicorn(Process):
 
     def start(self) -> None:
         super().start()
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until it answers ``/api/health``."""
         wait_until(self._answers, 60, "gunicorn to answer /api/health")
 
     def _answers(self) -> bool:
@@ -53,6 +57,10 @@ class Worker(Process):
     def start(self, celery) -> None:
         """Start it and wait until it answers a ping through ``celery`` (the test app's)."""
         super().start()
+        self.wait_ready(celery)
+
+    def wait_ready(self, celery) -> None:
+        """Wait until it answers a ping through ``celery``."""
         wait_until(
             lambda: self.alive() and answers(celery, self.hostname), 60, "the worker to answer"
         )

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from tests.acceptance.running import Gunicorn
 from tests.acceptance.running import Worker
+from tests.conftest import Process
 
 #: The settings of the system under faults: production defaults (the stall sweep's 300 s
 #: included, so nothing here relies on it) except a 5 s lease, so that a lost worker's
@@ -54,9 +55,13 @@ class System:
         return Worker(f"{self.name}-worker-{index}", SETTINGS, concurrency=2)
 
     def start(self) -> None:
-        self.web.start()
+        """Start the web and the workers together (each spends its first seconds importing
+        agentq), then wait until each answers."""
+        for process in (self.web, *self.workers):
+            Process.start(process)
+        self.web.wait_ready()
         for worker in self.workers:
-            worker.start(self.celery)
+            worker.wait_ready(self.celery)
 
     def stop(self) -> None:
         for worker in self.workers:
