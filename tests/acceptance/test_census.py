@@ -69,8 +69,8 @@ def counted(servers, app, no_worker):
     observer = psycopg2.connect(servers.database_url)
     observer.autocommit = True
     try:
+        worker.start()  # starting while the web does
         web.start()
-        worker.start()
         celery = app.extensions["celery"]
         wait_until(lambda: answers(celery), 60, "the census worker to answer")
 
