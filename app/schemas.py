@@ -372,11 +372,15 @@ class ApiCheckpointListArgs(CheckpointListArgs):
     )
 
 
+#: The largest version a checkpoint can have: its column is a Postgres integer.
+MAX_VERSION = 2**31 - 1
+
+
 def _version() -> fields.Integer:
     return fields.Integer(
         strict=True,
         allow_none=True,
-        validate=validate.Range(min=1),
+        validate=validate.Range(min=1, max=MAX_VERSION),
         metadata={
             "description": "The version of the checkpoint decided (absent: the current one; "
             "409 stale_version, carrying the current one, when it is not)"

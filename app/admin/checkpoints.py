@@ -43,6 +43,7 @@ from app.limits import page_decisions
 from app.models import Checkpoint
 from app.paging import decode_cursor
 from app.paging import page_of
+from app.schemas import MAX_VERSION
 from app.schemas import ApprovalSchema
 from app.schemas import CheckpointListArgs
 from app.schemas import RejectionSchema
@@ -222,7 +223,10 @@ def _actor(channel: str) -> review.Actor:
 def _form_version(name: str = "version") -> int | None:
     """The version of the checkpoint the page showed (a hidden field); None: the current."""
     value = request.form.get(name, "")
-    return int(value) if value.isdigit() else None
+    if not value.isdigit():
+        return None
+    # No version is past what a Postgres integer holds: the largest is as stale as any.
+    return min(int(value), MAX_VERSION)
 
 
 def _stale(error: StaleVersion, shown: int | None) -> str:

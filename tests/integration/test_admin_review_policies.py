@@ -400,6 +400,13 @@ def test_request_changes_opens_the_next_version_and_a_stale_page_decides_nothing
     )
 
     assert "This page showed version 1; version 2 is current now." in text(stale)
+    forged = post(
+        client,
+        f"/admin/agent-checkpoints/{second}/approve",
+        f"/admin/agent-checkpoints/{second}",
+        version=str(2**31),
+    )
+    assert "version 2 is current now." in text(forged)
     assert stored(app, second) == ("PENDING", [])
     timeline = text(client.get(f"/admin/jobs/{job_id}"))
     assert re.search(r"approval propose v1 Review the files CHANGES REQUESTED", timeline)

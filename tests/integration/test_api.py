@@ -247,6 +247,34 @@ def test_approval_data_json_cannot_store_is_a_422_and_decides_nothing(app, user,
     assert (stored["status"], stored["decision"]) == ("PENDING", None)
 
 
+@pytest.mark.parametrize(
+    ("method", "suffix", "body"),
+    [
+        ("POST", "", {}),
+        ("DELETE", "", {"reason": "no"}),
+        ("POST", "/request-changes", {"feedback": "again"}),
+    ],
+)
+def test_a_version_past_what_postgres_stores_is_a_422_naming_version(
+    app, user, admin, method, suffix, body
+):
+    """Given a pending checkpoint, when an admin approves, rejects or requests changes naming
+    a version larger than a Postgres integer (which once reached the database: a 500), then
+    they get 422 naming ``version``, and the checkpoint stays pending with no decision."""
+    checkpoint_id = park(app, user)
+
+    response = admin.request(
+        method,
+        f"/api/admin/agent-checkpoints/{checkpoint_id}{suffix}",
+        json={**body, "version": 2**31},
+    )
+
+    assert list(error_of(response, 422)["details"]) == ["version"]
+    checkpoint = user.request("GET", f"/api/agent-jobs/{parked_job(app, checkpoint_id)}")
+    [stored] = checkpoint.get_json()["job"]["checkpoints"]
+    assert (stored["status"], stored["decision"]) == ("PENDING", None)
+
+
 def test_malformed_json_is_a_400(app, user):
     """Given a user, when they POST a truncated JSON document, then they get 400 with
     the error body, and nothing is written."""
